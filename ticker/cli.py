@@ -1,0 +1,103 @@
+"""The `ticker` command: one entry for every process the service runs.
+
+`ticker run` starts the whole stack on one machine; the other commands start one
+process each, and are what docker-compose runs, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ticker.config import Settings
+from ticker.logs import configure_logging
+
+
+@click.group()
+def main() -> None:
+    """Kite market-data subscription service."""
+
+
+@main.command()
+def run() -> None:
+    """Start the simulator, web API, one worker per account and Flower."""
+    from ticker.runner import run_stack
+
+    settings = Settings()
+    configure_logging(settings)
+    sys.exit(run_stack(settings))
+
+
+@main.command()
+def sim() -> None:
+    """Start the Kite simulator (WebSocket ticker and REST API)."""
+    from ticker.simulator.server import serve
+
+    settings = Settings()
+    configure_logging(settings)
+    serve(settings)
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, help="gunicorn processes")
+def web(workers: int) -> None:
+    """Start the HTTP API under gunicorn."""
+    settings = Settings()
+    _exec(
+        "gunicorn",
+        "--bind", f"{settings.web_host}:{settings.web_port}",
+        "--workers", str(workers),
+        "--access-logfile", "-",
+        "--graceful-timeout", "5",
+        "web.wsgi:app",
+    )
+
+
+@main.command()
+@click.option("--account", "account_id", required=True, help="account id to serve")
+def worker(account_id: str) -> None:
+    """Start the socket worker of one account: the only consumer of its queue."""
+    settings = Settings()
+    from ticker.accounts import load_accounts
+
+    load_accounts(settings.accounts_file).get(account_id)  # fail fast on a typo
+    os.environ["TICKER_WORKER_ACCOUNT"] = account_id
+    _exec(
+        "celery", "-A", "tasks.app", "worker",
+        "--pool", "threads", "--concurrency", "1",
+        "--queues", settings.account_queue(account_id),
+        "--hostname", f"account-{account_id}@%h",
+        "--loglevel", settings.log_level,
+        "--without-mingle", "--without-gossip",
+    )
+
+
+@main.command()
+def flower() -> None:
+    """Start Flower, the Celery monitor, for every account's worker and queue."""
+    settings = Settings()
+    _exec(
+        "celery", "-A", "tasks.app", "flower",
+        "--address=127.0.0.1", f"--port={settings.flower_port}",
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Create the database if needed and apply every pending migration."""
+    from ticker.storage.migrations import apply_migrations
+
+    settings = Settings()
+    configure_logging(settings)
+    apply_migrations(settings.database_url)
+
+
+def _exec(*argv: str) -> None:
+    """Replace this process, so signals reach the real server directly."""
+    bin_dir = os.path.dirname(sys.executable)
+    program = os.path.join(bin_dir, argv[0])
+    if not os.path.exists(program):
+        program = argv[0]
+    os.execvp(program, [program, *argv[1:]])

@@ -1,0 +1,78 @@
+"""Process-wide settings, read once from the environment.
+
+Every entrypoint (web, account worker, simulator, runner) builds one `Settings` and
+passes it down explicitly; nothing else in the project reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_ACCOUNTS_FILE = PROJECT_ROOT / "config" / "accounts.example.yaml"
+
+
+class Settings(BaseSettings):
+    """Addresses, names and tunables shared by every process of the service."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKER_", frozen=True, extra="ignore")
+
+    # Services. The three URLs keep their conventional, unprefixed names.
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL")
+    )
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/ticker",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+    broker_url: str | None = Field(
+        None, validation_alias=AliasChoices("CELERY_BROKER_URL")
+    )
+
+    accounts_file: Path = EXAMPLE_ACCOUNTS_FILE
+
+    # Kite endpoints. The defaults point at the bundled simulator; for the real
+    # service use wss://ws.kite.trade and https://api.kite.trade.
+    kite_ws_root: str = "ws://127.0.0.1:8765"
+    kite_rest_root: str = "http://127.0.0.1:8766"
+
+    # Redis names. Channels are global to a Redis server (not per db), so tests
+    # give each run its own.
+    events_channel: str = "ticker:nifty:events"
+    ticks_channel: str = "ticker:nifty:ticks"
+    key_prefix: str = "ticker:"
+
+    # Celery queue of one account is `<account_queue_prefix><account id>`.
+    account_queue_prefix: str = "ticker.account."
+
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    flower_port: int = 5555
+    sim_host: str = "127.0.0.1"
+    sim_ws_port: int = 8765
+    sim_rest_port: int = 8766
+    # Seconds between two tick frames the simulator sends on each connection.
+    sim_tick_interval_s: float = 1.0
+    # A Kite instruments CSV to serve instead of the generated NIFTY option chain.
+    sim_instruments_file: Path | None = None
+
+    # An account worker refreshes its liveness lease this often; the lease
+    # lapses after `worker_lease_s`, so a dead worker stops receiving placements.
+    worker_heartbeat_s: float = 2.0
+    worker_lease_s: float = 10.0
+    # How long the instrument universe is trusted before it is fetched again.
+    instruments_ttl_s: float = 6 * 3600
+    # Frames waiting between the socket thread and the Redis publisher.
+    tick_backlog_frames: int = 10_000
+
+    log_level: str = "INFO"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    def account_queue(self, account_id: str) -> str:
+        return f"{self.account_queue_prefix}{account_id}"
