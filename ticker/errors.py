@@ -39,3 +39,7 @@ class SubscriptionNotFound(TickerError):
 
 class MalformedFrame(TickerError):
     """A binary ticker frame whose lengths do not add up."""
+
+
+class SocketUnavailable(TickerError):
+    """An account's socket did not open in time to confirm a change."""
