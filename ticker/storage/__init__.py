@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: schema migrations and the subscriptions table."""

@@ -1,0 +1,267 @@
+"""The subscriptions table: the desired state every account worker converges to.
+
+Each function runs one transaction on the connection it is given. Placement
+serialises on one advisory lock, so web processes deciding at the same time can never
+push an account past its limit; the primary key keeps a token on one account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ticker.capacity import AccountLoad, choose_account
+from ticker.errors import SubscriptionNotFound
+from ticker.instruments import Instrument
+from ticker.subscriptions import LIVE_STATUSES, Mode, Status, Subscription
+
+# Any constant works: it only has to be the same in every process that places.
+PLACEMENT_LOCK_ID = 0x7469636B  # "tick"
+
+_COLUMNS = (
+    "instrument_token, tradingsymbol, exchange, segment, account_id, requested_mode, "
+    "applied_mode, status, version, task_id, created_at, updated_at"
+)
+_LIVE = tuple(s.value for s in LIVE_STATUSES)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The outcome of a subscribe request.
+
+    `task_needed` is False when the request asked for exactly what is already
+    pending or live, so nothing is sent to the worker a second time.
+    """
+
+    subscription: Subscription
+    task_needed: bool
+    created: bool
+    previous: Subscription | None
+
+
+def place(
+    conn: psycopg.Connection[Any],
+    instrument: Instrument,
+    mode: Mode,
+    account_limits: Iterable[tuple[str, int]],
+    alive: Callable[[str], bool],
+    task_id: str,
+) -> Placement:
+    """Record a subscribe request, choosing an account for a token not yet placed."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK_ID,))
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM subscriptions WHERE instrument_token = %s FOR UPDATE",
+            (instrument.instrument_token,),
+        )
+        row = cur.fetchone()
+        previous = _subscription(row) if row else None
+
+        if previous and previous.status is not Status.REMOVED:
+            # The token keeps its account: its socket already carries it, or will.
+            if previous.status is not Status.REMOVING and previous.requested_mode is mode:
+                return Placement(previous, task_needed=False, created=False, previous=previous)
+            # A mode change keeps a live subscription active; a token whose removal
+            # is still queued goes back to pending until its subscribe is applied.
+            status = Status.ACTIVE if previous.status is Status.ACTIVE else Status.PENDING
+            cur.execute(
+                f"""UPDATE subscriptions
+                    SET requested_mode = %s, status = %s, version = version + 1,
+                        task_id = %s, updated_at = now()
+                    WHERE instrument_token = %s RETURNING {_COLUMNS}""",
+                (mode.value, status.value, task_id, instrument.instrument_token),
+            )
+            updated = _subscription(cur.fetchone())
+            return Placement(updated, task_needed=True, created=False, previous=previous)
+
+        account_id = choose_account(
+            AccountLoad(account_id, capacity, used, alive(account_id))
+            for account_id, capacity, used in _loads(cur, account_limits)
+        )
+        cur.execute(
+            f"""INSERT INTO subscriptions (instrument_token, tradingsymbol, exchange,
+                    segment, account_id, requested_mode, status, task_id)
+                VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s)
+                ON CONFLICT (instrument_token) DO UPDATE SET
+                    tradingsymbol = EXCLUDED.tradingsymbol,
+                    exchange = EXCLUDED.exchange, segment = EXCLUDED.segment,
+                    account_id = EXCLUDED.account_id,
+                    requested_mode = EXCLUDED.requested_mode, applied_mode = NULL,
+                    status = 'pending', version = subscriptions.version + 1,
+                    task_id = EXCLUDED.task_id, created_at = now(), updated_at = now()
+                RETURNING {_COLUMNS}""",
+            (
+                instrument.instrument_token,
+                instrument.tradingsymbol,
+                instrument.exchange,
+                instrument.segment,
+                account_id,
+                mode.value,
+                task_id,
+            ),
+        )
+        created = _subscription(cur.fetchone())
+        return Placement(created, task_needed=True, created=True, previous=previous)
+
+
+def request_removal(
+    conn: psycopg.Connection[Any], instrument_token: int, task_id: str
+) -> Subscription:
+    """Mark a pending or live subscription for removal by its account's worker."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""UPDATE subscriptions
+                SET status = 'removing', version = version + 1, task_id = %s,
+                    updated_at = now()
+                WHERE instrument_token = %s AND status IN ('pending', 'active')
+                RETURNING {_COLUMNS}""",
+            (task_id, instrument_token),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise SubscriptionNotFound(
+            f"instrument_token {instrument_token} has no pending or active "
+            "subscription; list them with GET /subscriptions"
+        )
+    return _subscription(row)
+
+
+def undo(conn: psycopg.Connection[Any], placed: Subscription, previous: Subscription | None) -> None:
+    """Put a row back as it was when the task that would apply it could not be sent.
+
+    Only the request's own version is undone, so a newer request is never erased.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        if previous is None:
+            cur.execute(
+                "DELETE FROM subscriptions WHERE instrument_token = %s AND version = %s",
+                (placed.instrument_token, placed.version),
+            )
+            return
+        cur.execute(
+            """UPDATE subscriptions
+               SET account_id = %s, requested_mode = %s, applied_mode = %s, status = %s,
+                   version = %s, task_id = %s, created_at = %s, updated_at = %s
+               WHERE instrument_token = %s AND version = %s""",
+            (
+                previous.account_id,
+                previous.requested_mode.value,
+                previous.applied_mode.value if previous.applied_mode else None,
+                previous.status.value,
+                previous.version,
+                previous.task_id,
+                previous.created_at,
+                previous.updated_at,
+                placed.instrument_token,
+                placed.version,
+            ),
+        )
+
+
+def record_applied(
+    conn: psycopg.Connection[Any],
+    instrument_token: int,
+    account_id: str,
+    applied_mode: Mode | None,
+    version: int | None,
+) -> tuple[Subscription | None, Mode | None]:
+    """Store what the worker put on its socket; return the row and the mode it had before.
+
+    The status moves to active (or removed) only when `version` is still the row's
+    latest request, so a stale task never overrides a newer request still queued.
+    A `version` of None settles whatever the row currently asks for (start-up).
+    """
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT {_COLUMNS} FROM subscriptions
+                WHERE instrument_token = %s AND account_id = %s FOR UPDATE""",
+            (instrument_token, account_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None, None
+        before = _subscription(row)
+        settles = version is None or version == before.version
+        status = before.status
+        if settles and applied_mode is None and before.status is Status.REMOVING:
+            status = Status.REMOVED
+        elif settles and applied_mode is not None and before.status is Status.PENDING:
+            status = Status.ACTIVE
+        cur.execute(
+            f"""UPDATE subscriptions SET applied_mode = %s, status = %s, updated_at = now()
+                WHERE instrument_token = %s RETURNING {_COLUMNS}""",
+            (applied_mode.value if applied_mode else None, status.value, instrument_token),
+        )
+        return _subscription(cur.fetchone()), before.applied_mode
+
+
+def get(conn: psycopg.Connection[Any], instrument_token: int) -> Subscription | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM subscriptions WHERE instrument_token = %s",
+            (instrument_token,),
+        )
+        row = cur.fetchone()
+    return _subscription(row) if row else None
+
+
+def list_subscriptions(
+    conn: psycopg.Connection[Any],
+    account_id: str | None = None,
+    status: Status | None = None,
+) -> list[Subscription]:
+    """Subscriptions by token; removed ones only when asked for by status."""
+    statuses = (status.value,) if status else _LIVE
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT {_COLUMNS} FROM subscriptions
+                WHERE status = ANY(%s) AND (%s::text IS NULL OR account_id = %s)
+                ORDER BY instrument_token""",
+            (list(statuses), account_id, account_id),
+        )
+        return [_subscription(row) for row in cur.fetchall()]
+
+
+def usage_by_account(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Instruments each account's sockets carry or are about to."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """SELECT account_id, count(*) FROM subscriptions
+               WHERE status = ANY(%s) GROUP BY account_id""",
+            (list(_LIVE),),
+        )
+        return {account_id: used for account_id, used in cur.fetchall()}
+
+
+def _loads(
+    cur: psycopg.Cursor[Any], account_limits: Iterable[tuple[str, int]]
+) -> list[tuple[str, int, int]]:
+    cur.execute(
+        "SELECT account_id, count(*) AS used FROM subscriptions "
+        "WHERE status = ANY(%s) GROUP BY account_id",
+        (list(_LIVE),),
+    )
+    used = {row["account_id"]: row["used"] for row in cur.fetchall()}
+    return [(aid, capacity, used.get(aid, 0)) for aid, capacity in account_limits]
+
+
+def _subscription(row: dict[str, Any] | None) -> Subscription:
+    assert row is not None
+    return Subscription(
+        instrument_token=row["instrument_token"],
+        tradingsymbol=row["tradingsymbol"],
+        exchange=row["exchange"],
+        segment=row["segment"],
+        account_id=row["account_id"],
+        requested_mode=Mode(row["requested_mode"]),
+        applied_mode=Mode(row["applied_mode"]) if row["applied_mode"] else None,
+        status=Status(row["status"]),
+        version=row["version"],
+        task_id=row["task_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
