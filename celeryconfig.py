@@ -1,0 +1,27 @@
+"""Celery settings for every process of the ticker service (lowercase, from env)."""
+
+from ticker.config import Settings
+
+_settings = Settings()
+
+broker_url = _settings.celery_broker_url
+broker_connection_retry_on_startup = True
+# Results are never read back: the outcome of a task is its event on Redis.
+task_ignore_result = True
+
+task_serializer = "json"
+accept_content = ["json"]
+timezone = "Asia/Kolkata"
+enable_utc = True
+
+# A task is acknowledged only after it ran, and put back when its worker dies
+# mid-task, so a subscribe is never lost; tasks are idempotent, which makes the
+# possible second run harmless.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# One task at a time, in queue order: an account's changes apply as they came.
+worker_prefetch_multiplier = 1
+
+# Flower builds its views from these events.
+worker_send_task_events = True
+task_send_sent_event = True

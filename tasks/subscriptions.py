@@ -1,0 +1,55 @@
+"""Tasks that apply subscription changes on an account's sockets.
+
+Each is sent to its account's own queue, so only that account's worker runs it. Tasks
+carry ids and modes, never credentials: workers read those themselves. Both tasks are
+idempotent (a redelivered one finds its change applied and announces nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+
+from tasks.app import app
+from tasks.socket_step import current_worker
+from ticker.account_worker import AccountWorker
+from ticker.errors import SocketUnavailable
+from ticker.subscriptions import Mode
+
+log = logging.getLogger(__name__)
+
+SOCKET_RETRY_COUNTDOWN_S = 2
+SOCKET_RETRY_MAX = 30
+
+
+def _worker_for(account_id: str) -> AccountWorker:
+    worker = current_worker()
+    if worker is None or worker.account.id != account_id:
+        # Raised, not swallowed: with late acks the message goes back to the queue
+        # for the right worker instead of being lost.
+        raise RuntimeError(
+            f"task for account {account_id!r} reached a worker that does not hold "
+            f"it ({worker.account.id if worker else 'none'}); check the queue routing"
+        )
+    return worker
+
+
+@app.task(name="ticker.subscribe", bind=True, max_retries=SOCKET_RETRY_MAX)
+def subscribe(self: Task, account_id: str, instrument_token: int, mode: str,
+              version: int) -> None:
+    """Put an instrument on the account's socket in `mode` (or change its mode)."""
+    log.info("subscribe account=%s token=%s mode=%s task=%s",
+             account_id, instrument_token, mode, self.request.id)
+    try:
+        _worker_for(account_id).apply_subscribe(instrument_token, Mode(mode), version)
+    except SocketUnavailable as exc:
+        raise self.retry(exc=exc, countdown=SOCKET_RETRY_COUNTDOWN_S) from exc
+
+
+@app.task(name="ticker.unsubscribe", bind=True, max_retries=SOCKET_RETRY_MAX)
+def unsubscribe(self: Task, account_id: str, instrument_token: int, version: int) -> None:
+    """Take an instrument off the account's socket."""
+    log.info("unsubscribe account=%s token=%s task=%s",
+             account_id, instrument_token, self.request.id)
+    _worker_for(account_id).apply_unsubscribe(instrument_token, version)

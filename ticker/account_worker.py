@@ -1,0 +1,196 @@
+"""Everything one account's worker process runs besides Celery itself.
+
+It takes the account's lease, opens the account's sockets with every subscription
+PostgreSQL holds for it, publishes ticks, and applies each change a task brings:
+socket first, then the row, then the event, so an event always describes something
+the socket already carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+import redis
+from psycopg_pool import ConnectionPool
+
+from ticker.accounts import Account
+from ticker.config import Settings
+from ticker.errors import SocketUnavailable
+from ticker.events import EventPublisher, lifecycle_event
+from ticker.fanout import TickFanout
+from ticker.lease import AccountLease, lease_key
+from ticker.socket_holder import SocketHolder
+from ticker.storage import subscriptions as store
+from ticker.subscriptions import Mode, Status, Subscription
+
+log = logging.getLogger(__name__)
+
+# How long a change waits for its connection to (re)open before the task retries.
+SOCKET_OPEN_TIMEOUT_S = 10.0
+
+
+def state_key(key_prefix: str, account_id: str) -> str:
+    return f"{key_prefix}account:{account_id}:state"
+
+
+class AccountWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        account: Account,
+        pool: ConnectionPool,
+        client: redis.Redis,
+        owner: str,
+    ) -> None:
+        self.settings = settings
+        self.account = account
+        self._pool = pool
+        self._client = client
+        self._lease = AccountLease(
+            client, lease_key(settings.key_prefix, account.id), owner, settings.worker_lease_s
+        )
+        self._events = EventPublisher(client, settings.events_channel)
+        self._fanout = TickFanout(
+            client, settings.ticks_channel, account.id, settings.tick_backlog_frames
+        )
+        self._holder = SocketHolder(
+            account_id=account.id,
+            api_key=account.api_key,
+            access_token=account.resolve_access_token(),
+            ws_root=settings.kite_ws_root,
+            max_instruments_per_connection=account.max_instruments_per_connection,
+            max_connections=account.max_connections,
+            on_frame=self._fanout.submit,
+        )
+        self._stopping = threading.Event()
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"heartbeat-{account.id}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Take the lease, then stream every subscription the database holds for us."""
+        self._lease.acquire()
+        with self._pool.connection() as conn:
+            rows = store.list_subscriptions(conn, account_id=self.account.id)
+        initial = {
+            row.instrument_token: row.requested_mode
+            for row in rows
+            if row.status in (Status.PENDING, Status.ACTIVE)
+        }
+        self._fanout.start()
+        self._holder.start(initial)
+        self._heartbeat.start()
+        threading.Thread(
+            target=self._settle, args=(rows,), name=f"settle-{self.account.id}", daemon=True
+        ).start()
+        log.info("account worker started account=%s subscriptions=%d",
+                 self.account.id, len(initial))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._holder.stop()
+        self._fanout.stop()
+        self._client.delete(state_key(self.settings.key_prefix, self.account.id))
+        self._lease.release()
+        log.info("account worker stopped account=%s", self.account.id)
+
+    def apply_subscribe(self, instrument_token: int, mode: Mode, version: int | None) -> None:
+        self._holder.subscribe(instrument_token, mode)
+        if not self._holder.wait_until_open(instrument_token, SOCKET_OPEN_TIMEOUT_S):
+            raise SocketUnavailable(
+                f"account {self.account.id!r}: socket for token {instrument_token} "
+                f"not open after {SOCKET_OPEN_TIMEOUT_S:.0f} s; the change is kept "
+                "and will be confirmed on reconnect"
+            )
+        with self._pool.connection() as conn:
+            row, before = store.record_applied(
+                conn, instrument_token, self.account.id, mode, version
+            )
+        if row is None:
+            # The request was withdrawn (or moved) before we got to it.
+            self._holder.unsubscribe(instrument_token)
+            log.warning("subscribe dropped, no row account=%s token=%s",
+                        self.account.id, instrument_token)
+            return
+        self._announce(row, before, mode)
+
+    def apply_unsubscribe(self, instrument_token: int, version: int | None) -> None:
+        self._holder.unsubscribe(instrument_token)
+        with self._pool.connection() as conn:
+            row, before = store.record_applied(
+                conn, instrument_token, self.account.id, None, version
+            )
+        if row is not None:
+            self._announce(row, before, None)
+
+    def _announce(self, row: Subscription, before: Mode | None, after: Mode | None) -> None:
+        event = lifecycle_event(row, before, after)
+        if event is not None:
+            self._events.publish(event)
+
+    def _settle(self, rows: list[Subscription]) -> None:
+        """Confirm, at start, what the database held but had not yet confirmed.
+
+        Rows already active in their requested mode went out with the initial set
+        and need nothing more; the rest are applied once the sockets are open.
+        """
+        unsettled = [
+            row
+            for row in rows
+            if row.status is not Status.ACTIVE or row.applied_mode is not row.requested_mode
+        ]
+        while unsettled and not all(c.open for c in self._holder.states()):
+            if self._stopping.wait(0.2):
+                return
+        for row in unsettled:
+            if self._stopping.is_set():
+                return
+            try:
+                if row.status is Status.REMOVING:
+                    self.apply_unsubscribe(row.instrument_token, row.version)
+                else:
+                    self.apply_subscribe(row.instrument_token, row.requested_mode, row.version)
+            except Exception:
+                log.exception("start-up settle failed account=%s token=%s",
+                              self.account.id, row.instrument_token)
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self.settings.worker_heartbeat_s):
+            try:
+                if not self._lease.renew():
+                    log.critical("lease lost account=%s; closing sockets", self.account.id)
+                    self._holder.stop()
+                    return
+                self._client.set(
+                    state_key(self.settings.key_prefix, self.account.id),
+                    orjson.dumps(self.state()),
+                    px=int(self.settings.worker_lease_s * 1000),
+                )
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed account=%s: %s", self.account.id, exc)
+
+    def state(self) -> dict[str, Any]:
+        connections = self._holder.states()
+        stats = self._fanout.stats()
+        return {
+            "account_id": self.account.id,
+            "updated_at": time.time(),
+            "connections": [
+                {
+                    "index": c.index,
+                    "open": c.open,
+                    "tokens": c.tokens,
+                    "last_frame_age_s": c.last_frame_age_s,
+                }
+                for c in connections
+            ],
+            "ticks_published": stats.ticks_published,
+            "frames_received": stats.frames_received,
+            "frames_dropped": stats.frames_dropped,
+            "publish_failures": stats.publish_failures,
+            "backlog": stats.backlog,
+        }

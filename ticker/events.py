@@ -1,0 +1,69 @@
+"""Subscription lifecycle events, as back ends receive them on the events channel."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+import redis
+
+from ticker.subscriptions import Mode, Subscription
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_CREATED = "subscription_created"
+SUBSCRIPTION_UPDATED = "subscription_updated"
+SUBSCRIPTION_REMOVED = "subscription_removed"
+
+
+def lifecycle_event(
+    subscription: Subscription, before: Mode | None, after: Mode | None
+) -> dict[str, Any] | None:
+    """The event a socket change from mode `before` to `after` announces, if any.
+
+    None to a mode is a creation, a mode to None a removal, one mode to another an
+    update; no change announces nothing, which keeps redelivered tasks silent.
+    """
+    if before == after:
+        return None
+    if before is None:
+        event_type, mode = SUBSCRIPTION_CREATED, after
+    elif after is None:
+        event_type, mode = SUBSCRIPTION_REMOVED, before
+    else:
+        event_type, mode = SUBSCRIPTION_UPDATED, after
+    assert mode is not None
+    metadata: dict[str, Any] = {
+        "tradingsymbol": subscription.tradingsymbol,
+        "segment": subscription.segment,
+        "requested_mode": mode.label,
+        "account_id": subscription.account_id,
+    }
+    if event_type == SUBSCRIPTION_UPDATED:
+        metadata["previous_mode"] = before.label  # type: ignore[union-attr]
+    return {
+        "event_type": event_type,
+        "instrument_token": subscription.instrument_token,
+        "metadata": metadata,
+        "timestamp": round(time.time(), 3),
+    }
+
+
+class EventPublisher:
+    """Publishes events as JSON on one Redis pub/sub channel."""
+
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self._client = client
+        self._channel = channel
+
+    def publish(self, event: dict[str, Any]) -> None:
+        listeners = self._client.publish(self._channel, orjson.dumps(event))
+        log.info(
+            "event published type=%s token=%s account=%s listeners=%d",
+            event["event_type"],
+            event["instrument_token"],
+            event["metadata"]["account_id"],
+            listeners,
+        )

@@ -1,0 +1,273 @@
+"""One account's live Kite ticker connections and the instruments on each.
+
+The official `KiteTicker` runs on Twisted's reactor, which is not thread-safe and can
+run only once per process (KITE-NOTES §1.9). So the holder starts the reactor on a
+thread of its own, never stops it, and does every socket write and every read of its
+bookkeeping on that thread: callers on other threads (Celery tasks) go through
+`blockingCallFromThread`, which also hands back the reactor side's result or error.
+
+Connections open lazily: the first at start, another only when every open one is
+full, up to the account's limit, since Kite counts connections per api_key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kiteconnect import KiteTicker
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
+
+from ticker.errors import CapacityExhausted
+from ticker.subscriptions import Mode
+
+log = logging.getLogger(__name__)
+
+# Kite's clean-close code, sent when the worker stops, so the server frees the slot.
+CLOSE_NORMAL = 1000
+# Tokens per subscribe or mode message when a whole set is (re)sent at once.
+TOKENS_PER_MESSAGE = 500
+# Twisted's reconnect delay grows up to this; KiteTicker refuses less than 5 s.
+RECONNECT_MAX_DELAY_S = 5
+RECONNECT_MAX_TRIES = 300
+
+_reactor_started = threading.Lock()
+
+
+def ensure_reactor_running() -> None:
+    """Run Twisted's reactor on a daemon thread, once per process."""
+    with _reactor_started:
+        if reactor.running:  # type: ignore[attr-defined]
+            return
+        running = threading.Event()
+        reactor.callWhenRunning(running.set)  # type: ignore[attr-defined]
+        thread = threading.Thread(
+            target=reactor.run,  # type: ignore[attr-defined]
+            kwargs={"installSignalHandlers": False},
+            name="kite-reactor",
+            daemon=True,
+        )
+        thread.start()
+        if not running.wait(timeout=10):
+            raise RuntimeError("Twisted reactor did not start within 10 s")
+
+
+@dataclass(frozen=True)
+class ConnectionState:
+    index: int
+    open: bool
+    tokens: int
+    last_frame_age_s: float | None
+
+
+class _Connection:
+    """One KiteTicker and the tokens it carries, touched only on the reactor thread."""
+
+    def __init__(self, index: int, ticker: KiteTicker) -> None:
+        self.index = index
+        self.ticker = ticker
+        self.tokens: dict[int, Mode] = {}
+        self.opened_once = False
+        self.is_open = threading.Event()
+        self.closed = threading.Event()
+        self.last_frame_at: float | None = None
+
+
+class SocketHolder:
+    """Applies subscribe, unsubscribe and mode changes to one account's live sockets.
+
+    A change touches only its own token: existing subscriptions keep streaming.
+    """
+
+    def __init__(
+        self,
+        account_id: str,
+        api_key: str,
+        access_token: str,
+        ws_root: str,
+        max_instruments_per_connection: int,
+        max_connections: int,
+        on_frame: Callable[[bytes], None],
+    ) -> None:
+        self.account_id = account_id
+        self._api_key = api_key
+        self._access_token = access_token
+        self._ws_root = ws_root
+        self._per_connection = max_instruments_per_connection
+        self._max_connections = max_connections
+        self._on_frame = on_frame
+        self._connections: list[_Connection] = []
+        self._where: dict[int, _Connection] = {}
+
+    # -- called from any thread -------------------------------------------------
+
+    def start(self, initial: Mapping[int, Mode]) -> None:
+        """Open as many connections as the initial set needs and subscribe it on open."""
+        ensure_reactor_running()
+        blockingCallFromThread(reactor, self._start, dict(initial))
+
+    def subscribe(self, instrument_token: int, mode: Mode) -> None:
+        """Put a token on a socket in `mode`, or change its mode if it is on one."""
+        blockingCallFromThread(reactor, self._subscribe, instrument_token, mode)
+
+    def unsubscribe(self, instrument_token: int) -> None:
+        """Take a token off its socket; a token not on any socket is left alone."""
+        blockingCallFromThread(reactor, self._unsubscribe, instrument_token)
+
+    def wait_until_open(self, instrument_token: int, timeout_s: float) -> bool:
+        """Whether the connection carrying a token is open, waiting up to `timeout_s`.
+
+        A token recorded while its connection is down is sent by the client's own
+        resubscribe when it reconnects; this is how a caller knows that happened.
+        """
+        connection = self._where.get(instrument_token)
+        return connection is not None and connection.is_open.wait(timeout_s)
+
+    def mode_of(self, instrument_token: int) -> Mode | None:
+        connection = self._where.get(instrument_token)
+        return connection.tokens.get(instrument_token) if connection else None
+
+    def states(self) -> list[ConnectionState]:
+        now = time.monotonic()
+        return [
+            ConnectionState(
+                index=c.index,
+                open=c.is_open.is_set(),
+                tokens=len(c.tokens),
+                last_frame_age_s=None if c.last_frame_at is None else now - c.last_frame_at,
+            )
+            for c in list(self._connections)
+        ]
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Close every connection cleanly (code 1000) and wait for the server's reply."""
+        if not reactor.running:  # type: ignore[attr-defined]
+            return
+        connections = blockingCallFromThread(reactor, self._close_all)
+        deadline = time.monotonic() + timeout_s
+        for connection in connections:
+            connection.closed.wait(max(deadline - time.monotonic(), 0))
+        log.info("sockets closed account=%s connections=%d", self.account_id, len(connections))
+
+    # -- on the reactor thread ----------------------------------------------------
+
+    def _start(self, initial: dict[int, Mode]) -> None:
+        if not self._connections:
+            self._open_connection()
+        for token, mode in initial.items():
+            self._subscribe(token, mode)
+
+    def _subscribe(self, token: int, mode: Mode) -> None:
+        connection = self._where.get(token) or self._connection_with_room()
+        previous = connection.tokens.get(token)
+        if previous is mode:
+            return
+        connection.tokens[token] = mode
+        self._where[token] = connection
+        if not connection.opened_once:
+            return  # sent with the rest when the connection first opens
+        # While reconnecting the client records the token and sends it on reconnect.
+        if previous is None:
+            connection.ticker.subscribe([token])
+        connection.ticker.set_mode(mode.value, [token])
+        log.debug("token sent account=%s token=%s mode=%s connection=%d",
+                  self.account_id, token, mode.value, connection.index)
+
+    def _unsubscribe(self, token: int) -> None:
+        connection = self._where.pop(token, None)
+        if connection is None:
+            return
+        del connection.tokens[token]
+        if connection.opened_once:
+            connection.ticker.unsubscribe([token])
+
+    def _connection_with_room(self) -> _Connection:
+        for connection in self._connections:
+            if len(connection.tokens) < self._per_connection:
+                return connection
+        if len(self._connections) < self._max_connections:
+            return self._open_connection()
+        raise CapacityExhausted(
+            f"account {self.account_id!r} carries {len(self._where)} instruments on "
+            f"{len(self._connections)} connections, its limit; place the token elsewhere"
+        )
+
+    def _open_connection(self) -> _Connection:
+        ticker = KiteTicker(
+            self._api_key,
+            self._access_token,
+            root=self._ws_root,
+            reconnect_max_delay=RECONNECT_MAX_DELAY_S,
+            reconnect_max_tries=RECONNECT_MAX_TRIES,
+        )
+        connection = _Connection(len(self._connections), ticker)
+        ticker.on_open = lambda ws: self._on_open(connection)
+        ticker.on_close = lambda ws, code, reason: self._on_close(connection, code, reason)
+        ticker.on_error = lambda ws, code, reason: self._on_error(connection, code, reason)
+        ticker.on_message = lambda ws, payload, binary: self._on_message(
+            connection, payload, binary
+        )
+        ticker.on_reconnect = lambda ws, attempt: log.warning(
+            "socket reconnecting account=%s connection=%d attempt=%d",
+            self.account_id, connection.index, attempt,
+        )
+        ticker.on_noreconnect = lambda ws: log.error(
+            "socket gave up reconnecting account=%s connection=%d",
+            self.account_id, connection.index,
+        )
+        self._connections.append(connection)
+        # The reactor already runs on our thread, so connect() only dials.
+        ticker.connect(threaded=True)
+        log.info("socket connecting account=%s connection=%d root=%s",
+                 self.account_id, connection.index, self._ws_root)
+        return connection
+
+    def _on_open(self, connection: _Connection) -> None:
+        if not connection.opened_once:
+            # The client resubscribes by itself on every later open (KITE-NOTES §1.8);
+            # only the first carries what was recorded before the socket existed.
+            connection.opened_once = True
+            self._send_all(connection)
+        connection.last_frame_at = time.monotonic()
+        connection.closed.clear()
+        connection.is_open.set()
+        log.info("socket open account=%s connection=%d tokens=%d",
+                 self.account_id, connection.index, len(connection.tokens))
+
+    def _send_all(self, connection: _Connection) -> None:
+        by_mode: dict[Mode, list[int]] = {}
+        for token, mode in connection.tokens.items():
+            by_mode.setdefault(mode, []).append(token)
+        for mode, tokens in by_mode.items():
+            for start in range(0, len(tokens), TOKENS_PER_MESSAGE):
+                batch = tokens[start : start + TOKENS_PER_MESSAGE]
+                connection.ticker.subscribe(batch)
+                connection.ticker.set_mode(mode.value, batch)
+
+    def _on_close(self, connection: _Connection, code: Any, reason: Any) -> None:
+        connection.is_open.clear()
+        connection.closed.set()
+        log.warning("socket closed account=%s connection=%d code=%s reason=%s",
+                    self.account_id, connection.index, code, reason)
+
+    def _on_error(self, connection: _Connection, code: Any, reason: Any) -> None:
+        # Code 0 is a Kite error text frame on a connection that stays up.
+        log.error("socket error account=%s connection=%d code=%s reason=%s",
+                  self.account_id, connection.index, code, reason)
+
+    def _on_message(self, connection: _Connection, payload: bytes, binary: bool) -> None:
+        connection.last_frame_at = time.monotonic()
+        if binary and len(payload) > 1:  # one byte is a heartbeat
+            self._on_frame(payload)
+
+    def _close_all(self) -> list[_Connection]:
+        for connection in self._connections:
+            connection.ticker.close(CLOSE_NORMAL, "worker stopping")
+            if not connection.is_open.is_set():
+                connection.closed.set()
+        return list(self._connections)
