@@ -1,0 +1,66 @@
+"""The HTTP API of the ticker service."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+from flask import Flask, g, request
+
+from tasks.app import app as celery_app
+from tasks.sender import CeleryTaskSender
+from ticker.accounts import load_accounts
+from ticker.config import Settings
+from ticker.instruments import InstrumentUniverse, fetch_from_kite
+from ticker.service import SubscriptionService
+from ticker.storage.pool import make_pool
+from web.api import api
+from web.errors import register_error_handlers
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
+    """Build the API; `service` replaces the wired one (tests of the HTTP layer)."""
+    settings = settings or Settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["ticker.service"] = service or _wire(settings)
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    register_error_handlers(app)
+    app.register_blueprint(api)
+    return app
+
+
+def _wire(settings: Settings) -> SubscriptionService:
+    accounts = load_accounts(settings.accounts_file)
+    first = next(iter(accounts))
+    universe = InstrumentUniverse(
+        lambda: fetch_from_kite(first, settings.kite_rest_root), settings.instruments_ttl_s
+    )
+    return SubscriptionService(
+        accounts=accounts,
+        pool=make_pool(settings.database_url, "web"),
+        client=redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        ),
+        universe=universe,
+        sender=CeleryTaskSender(celery_app, settings),
+        key_prefix=settings.key_prefix,
+    )

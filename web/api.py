@@ -1,0 +1,75 @@
+"""HTTP routes: parse the request, call one service method, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from ticker.service import SubscriptionService
+from web.errors import ApiError, from_validation
+from web.schemas import ListQuery, SubscribeRequest, TokenPath
+
+api = Blueprint("api", __name__)
+
+
+def _service() -> SubscriptionService:
+    return current_app.extensions["ticker.service"]  # type: ignore[no-any-return]
+
+
+def _parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc, prefix) from None
+
+
+def _json_body() -> Any:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json",
+                       "the body must be a JSON object (Content-Type: application/json)")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def _token(raw: str) -> int:
+    return _parse(TokenPath, {"instrument_token": raw}).instrument_token  # type: ignore[no-any-return]
+
+
+@api.post("/subscriptions")
+def create_subscription():  # type: ignore[no-untyped-def]
+    body = _parse(SubscribeRequest, _json_body())
+    outcome = _service().subscribe(body.instrument_token, body.requested_mode)
+    return jsonify(outcome.subscription.to_json()), 202 if outcome.accepted else 200
+
+
+@api.delete("/subscriptions/<raw_token>")
+def delete_subscription(raw_token: str):  # type: ignore[no-untyped-def]
+    subscription = _service().unsubscribe(_token(raw_token))
+    return jsonify(subscription.to_json()), 202
+
+
+@api.get("/subscriptions/<raw_token>")
+def get_subscription(raw_token: str):  # type: ignore[no-untyped-def]
+    return jsonify(_service().get(_token(raw_token)).to_json())
+
+
+@api.get("/subscriptions")
+def list_subscriptions():  # type: ignore[no-untyped-def]
+    query = _parse(ListQuery, request.args.to_dict())
+    items = _service().list(query.account, query.status)
+    return jsonify({"subscriptions": [s.to_json() for s in items], "count": len(items)})
+
+
+@api.get("/accounts")
+def list_accounts():  # type: ignore[no-untyped-def]
+    return jsonify({"accounts": _service().accounts()})
+
+
+@api.get("/health")
+def health():  # type: ignore[no-untyped-def]
+    report = _service().health()
+    return jsonify(report), 200 if report["status"] == "healthy" else 503

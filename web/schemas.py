@@ -1,0 +1,45 @@
+"""Request bodies and query strings the API accepts, validated by pydantic."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from ticker.subscriptions import Mode, Status
+
+# Kite tokens are unsigned 32-bit integers.
+MAX_INSTRUMENT_TOKEN = 2**32 - 1
+
+
+class SubscribeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instrument_token: StrictInt = Field(ge=1, le=MAX_INSTRUMENT_TOKEN)
+    requested_mode: Mode = Mode.QUOTE
+
+    @field_validator("requested_mode", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError("must be one of LTP, QUOTE or FULL")
+        try:
+            return Mode.parse(value)
+        except ValueError:
+            raise ValueError(f"must be one of LTP, QUOTE or FULL, not {value!r}") from None
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: StrictStr | None = None
+    status: Status | None = None
+
+
+class TokenPath(BaseModel):
+    instrument_token: int = Field(ge=1, le=MAX_INSTRUMENT_TOKEN)
+
+    @field_validator("instrument_token", mode="before")
+    @classmethod
+    def _digits_only(cls, value: object) -> object:
+        if isinstance(value, str) and not value.isdigit():
+            raise ValueError("must be a positive whole number")
+        return value
