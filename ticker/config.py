@@ -18,7 +18,9 @@ EXAMPLE_ACCOUNTS_FILE = PROJECT_ROOT / "config" / "accounts.example.yaml"
 class Settings(BaseSettings):
     """Addresses, names and tunables shared by every process of the service."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKER_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TICKER_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     # Services. The three URLs keep their conventional, unprefixed names.
     redis_url: str = Field(

@@ -1,0 +1,143 @@
+"""The subscriptions table against the real PostgreSQL, under real concurrency."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+
+import psycopg
+import pytest
+
+from ticker.errors import CapacityExhausted, SubscriptionNotFound
+from ticker.instruments import Instrument
+from ticker.storage import subscriptions as store
+from ticker.subscriptions import Mode, Status
+
+LIMITS = [("acct-a", 30), ("acct-b", 20)]
+
+
+def instrument(token: int) -> Instrument:
+    return Instrument(token, f"SYM{token}", "NFO", "NFO-OPT")
+
+
+def place(conn, token: int, mode: Mode = Mode.FULL, alive=lambda _: True):
+    return store.place(conn, instrument(token), mode, LIMITS, alive, str(uuid.uuid4()))
+
+
+def test_a_new_token_goes_to_the_account_with_most_free_room(db):
+    for token in range(1, 13):
+        place(db, token)
+
+    # acct-a (30) takes tokens until its free room equals acct-b's (20), wins
+    # the tie as the first listed, and then the two alternate.
+    assert store.usage_by_account(db) == {"acct-a": 11, "acct-b": 1}
+
+
+def test_dead_accounts_get_nothing(db):
+    placed = place(db, 7, alive=lambda account: account == "acct-b")
+
+    assert placed.subscription.account_id == "acct-b"
+
+
+def test_the_same_request_twice_needs_no_second_task(db):
+    first = place(db, 5, Mode.FULL)
+    second = place(db, 5, Mode.FULL)
+
+    assert (first.task_needed, first.created) == (True, True)
+    assert (second.task_needed, second.created) == (False, False)
+    assert second.subscription.version == first.subscription.version
+
+
+def test_a_mode_change_keeps_the_account_and_bumps_the_version(db):
+    first = place(db, 5, Mode.FULL)
+    store.record_applied(db, 5, first.subscription.account_id, Mode.FULL, 1)
+
+    changed = place(db, 5, Mode.LTP)
+
+    assert changed.task_needed and not changed.created
+    assert changed.subscription.account_id == first.subscription.account_id
+    assert changed.subscription.status is Status.ACTIVE
+    assert changed.subscription.version == 2
+
+
+def test_concurrent_placements_never_overfill_an_account(database_url, db):
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def subscribe_range(tokens: range) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for token in tokens:
+                try:
+                    place(conn, token)
+                    result = "placed"
+                except CapacityExhausted:
+                    result = "full"
+                with lock:
+                    outcomes[result] += 1
+
+    threads = [
+        threading.Thread(target=subscribe_range, args=(range(start, start + 20),))
+        for start in range(1, 201, 20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes == {"placed": 50, "full": 150}
+    assert store.usage_by_account(db) == {"acct-a": 30, "acct-b": 20}
+
+
+def test_concurrent_requests_for_one_token_place_it_once(database_url, db):
+    results = []
+
+    def subscribe_once() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            results.append(place(conn, 42))
+
+    threads = [threading.Thread(target=subscribe_once) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(r.created for r in results) == 1
+    assert sum(r.task_needed for r in results) == 1
+    assert len({r.subscription.account_id for r in results}) == 1
+    assert len(store.list_subscriptions(db)) == 1
+
+
+def test_a_stale_task_does_not_settle_a_newer_request(db):
+    placed = place(db, 9).subscription
+    removal = store.request_removal(db, 9, "task-2")
+
+    row, before = store.record_applied(db, 9, placed.account_id, Mode.FULL, placed.version)
+
+    assert before is None
+    assert row.applied_mode is Mode.FULL
+    assert row.status is Status.REMOVING  # the queued removal still decides
+
+    row, before = store.record_applied(db, 9, placed.account_id, None, removal.version)
+
+    assert before is Mode.FULL
+    assert (row.status, row.applied_mode) == (Status.REMOVED, None)
+
+
+def test_removing_an_unknown_token_is_not_found(db):
+    with pytest.raises(SubscriptionNotFound, match="no pending or active"):
+        store.request_removal(db, 123, "task")
+
+
+def test_undo_restores_the_row_a_failed_dispatch_changed(db):
+    placed = place(db, 11)
+    store.undo(db, placed.subscription, placed.previous)
+    assert store.get(db, 11) is None
+
+    live = place(db, 12).subscription
+    store.record_applied(db, 12, live.account_id, Mode.FULL, live.version)
+    before = store.get(db, 12)
+    removal = store.request_removal(db, 12, "task")
+    store.undo(db, removal, before)
+
+    assert store.get(db, 12) == before
