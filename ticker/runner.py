@@ -1,0 +1,263 @@
+"""`ticker run`: the whole stack on one machine, in the foreground.
+
+The runner is a small docker-compose for a developer's terminal. It makes sure
+Redis and PostgreSQL answer (starting embedded ones under `./var/` if not),
+applies migrations, then starts the simulator, the web API, one worker per
+account and Flower, each with the same argv docker-compose.yml gives its
+container. It restarts a child that dies, reports once when everything answers,
+and on Ctrl-C or SIGTERM stops every process it started before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from ticker.accounts import Account, load_accounts
+from ticker.config import Settings
+from ticker.embedded import address_answers, ensure_postgres, ensure_redis
+from ticker.errors import TickerError
+from ticker.supervisor import LineRelay, Supervisor, run_to_completion
+
+logger = logging.getLogger(__name__)
+
+# The stack must answer within this long after its processes were started.
+STACK_UP_TIMEOUT_S = 60.0
+# How often the runner looks at its children and, until the stack is up, probes it.
+POLL_INTERVAL_S = 0.25
+HEALTH_TIMEOUT_S = 2.0
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def ticker_program() -> str:
+    """The `ticker` script beside this interpreter, else whatever PATH finds."""
+    beside = Path(sys.executable).parent / "ticker"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("ticker") or "ticker"
+
+
+def stack_commands(
+    accounts: Iterable[Account], program: str | None = None
+) -> dict[str, list[str]]:
+    """Process name -> argv of every long-running process of the stack.
+
+    docker-compose.yml runs the same argv, one service per entry under the same
+    name, and a unit test holds the two together.
+    """
+    ticker = program or ticker_program()
+    commands = {
+        "simulator": [ticker, "sim"],
+        "web": [ticker, "web"],
+    }
+    for account in accounts:
+        commands[f"worker-{account.id}"] = [ticker, "worker", "--account", account.id]
+    commands["flower"] = [ticker, "flower"]
+    return commands
+
+
+def migrate_command(program: str | None = None) -> list[str]:
+    """The one-shot that creates the database and applies migrations first."""
+    return [program or ticker_program(), "migrate"]
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """`settings` as the environment variables that would produce it.
+
+    Children read their own Settings from the environment, so exporting every
+    field makes them see exactly what the runner was given.
+    """
+    prefix = settings.model_config.get("env_prefix", "")
+    environment = {}
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        variable = str(choices[0]) if choices else f"{prefix}{name}".upper()
+        environment[variable] = str(value)
+    return environment
+
+
+def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -> int:
+    """Run the stack until Ctrl-C or SIGTERM; the process exit code.
+
+    0 after a requested stop, 1 when the stack could not be brought up, 2 when
+    the configuration is unusable.
+    """
+    try:
+        accounts = list(load_accounts(settings.accounts_file))
+    except TickerError as exc:
+        logger.error("runner: %s", exc)
+        return EXIT_CONFIG
+
+    relay = LineRelay(sys.stdout)
+    var_dir = Path.cwd() / "var"
+    with _stop_requested() as stop, ExitStack() as cleanup:
+        # Registered first, so it runs last: after every child and server stopped.
+        cleanup.callback(logger.info, "runner: everything it started has stopped")
+        try:
+            redis_url = cleanup.enter_context(
+                ensure_redis(settings.redis_url, var_dir, relay)
+            )
+            database_url = cleanup.enter_context(
+                ensure_postgres(settings.database_url, var_dir, relay)
+            )
+        except TickerError as exc:
+            logger.error("runner: %s", exc)
+            return EXIT_FAILED
+
+        env = {
+            **os.environ,
+            **settings_environment(settings),
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            # Children's lines should reach the terminal as they are written.
+            "PYTHONUNBUFFERED": "1",
+        }
+        if not _migrate(relay, env, stop):
+            return EXIT_OK if stop.is_set() else EXIT_FAILED
+
+        supervisor = Supervisor(relay, env)
+        cleanup.callback(supervisor.stop_all)
+        for name, argv in stack_commands(accounts).items():
+            supervisor.start(name, argv)
+        return _supervise(supervisor, settings, stop, up_timeout_s)
+
+
+def _migrate(relay: LineRelay, env: Mapping[str, str], stop: threading.Event) -> bool:
+    if stop.is_set():
+        return False
+
+    logger.info("runner: applying migrations")
+    code = run_to_completion("migrate", migrate_command(), relay, env, stop)
+    if code is None:
+        return False
+    if code != 0:
+        logger.error(
+            "runner: `ticker migrate` failed with exit code %s; see its output "
+            "above. Nothing else was started.",
+            code,
+        )
+        return False
+    return True
+
+
+def _supervise(
+    supervisor: Supervisor,
+    settings: Settings,
+    stop: threading.Event,
+    up_timeout_s: float,
+) -> int:
+    """Keep children alive until a stop is requested; report when all answer."""
+    deadline = time.monotonic() + up_timeout_s
+    up = False
+    while not stop.wait(POLL_INTERVAL_S):
+        supervisor.check()
+        if up:
+            continue
+
+        waiting_for = not_ready(settings)
+        if not waiting_for:
+            up = True
+            logger.info("stack up: %s (Ctrl-C stops it)", _addresses(settings))
+        elif time.monotonic() > deadline:
+            logger.error(
+                "runner: stack not up after %.0fs; still waiting for: %s. "
+                "The children's output above says why.",
+                up_timeout_s,
+                "; ".join(waiting_for),
+            )
+            return EXIT_FAILED
+
+    logger.info("runner: stop requested")
+    return EXIT_OK
+
+
+def not_ready(settings: Settings) -> list[str]:
+    """What of the stack does not answer yet; empty when everything does."""
+    sim_host = _reachable(settings.sim_host)
+    web_host = _reachable(settings.web_host)
+    waiting_for = []
+    for label, host, port in (
+        ("simulator websocket", sim_host, settings.sim_ws_port),
+        ("simulator REST", sim_host, settings.sim_rest_port),
+        ("flower", "127.0.0.1", settings.flower_port),
+    ):
+        if not address_answers(host, port):
+            waiting_for.append(f"{label} on port {port}")
+
+    health = _health_status(f"http://{_url_host(web_host)}:{settings.web_port}/health")
+    if health != 200:
+        waiting_for.append(f"web /health ({health})")
+    return waiting_for
+
+
+def _health_status(url: str) -> int | str:
+    # A proxy from the environment must not stand between the runner and its own
+    # children on this machine.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=HEALTH_TIMEOUT_S) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError) as exc:
+        return type(exc).__name__
+
+
+def _addresses(settings: Settings) -> str:
+    web = _url_host(_reachable(settings.web_host))
+    sim = _url_host(_reachable(settings.sim_host))
+    return (
+        f"api=http://{web}:{settings.web_port} "
+        f"flower=http://127.0.0.1:{settings.flower_port} "
+        f"simulator=ws://{sim}:{settings.sim_ws_port} "
+        f"simulator_rest=http://{sim}:{settings.sim_rest_port}"
+    )
+
+
+def _reachable(host: str) -> str:
+    """An address to reach a server bound to `host` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@contextmanager
+def _stop_requested() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM, the previous handlers restored after.
+
+    The handler only sets the event, so a signal never interrupts a step
+    halfway; the runner looks at the event between steps and while it waits.
+    """
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        if not stop.is_set():
+            logger.info("runner: %s received; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {
+        sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
