@@ -1,0 +1,70 @@
+"""`ticker run` as a developer runs it: up, a dead child restarted, a clean stop.
+
+Each test starts the real command in its own process group, on free ports, with
+its own PostgreSQL database, Redis db number and channel names, and records the
+pid of every process below the runner while it runs, so it can tell afterwards
+that nothing was left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_stack_env
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def stack_env(run_id: str) -> Iterator[dict[str, str]]:
+    with isolated_stack_env(run_id) as env:
+        yield env
+
+
+@pytest.fixture
+def stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[RunningStack]:
+    running = RunningStack([TICKER, "run"], stack_env, tmp_path)
+    try:
+        yield running
+    finally:
+        running.kill_everything()
+
+
+def test_run_comes_up_and_sigint_stops_every_process_it_started(stack):
+    stack.wait_for_line(UP_LINE, UP_TIMEOUT_S)
+    assert stack.descendants, "the runner started no process"
+
+    exit_code = stack.interrupt()
+
+    assert exit_code == 0, stack.tail()
+    assert stack.survivors() == []
+
+
+def test_a_killed_worker_is_restarted_and_the_runner_says_so(stack):
+    stack.wait_for_line(UP_LINE, UP_TIMEOUT_S)
+    started = stack.wait_for_line(re.compile(r"worker-sim-a started: pid=(\d+)"), 1)
+    old_pid = int(started.group(1))
+
+    os.kill(old_pid, signal.SIGKILL)
+
+    stack.wait_for_line(
+        re.compile(r"worker-sim-a exited with signal SIGKILL; restarting in \d+s"), 10
+    )
+    restarted = stack.wait_for_line(
+        re.compile(r"worker-sim-a restarted: pid=(\d+)"), 40
+    )
+    new_pid = int(restarted.group(1))
+    assert new_pid != old_pid
+    time.sleep(2)  # long enough for an instant crash to show
+    assert psutil.pid_exists(new_pid), stack.tail()
+
+    assert stack.interrupt() == 0, stack.tail()
+    assert stack.survivors() == []
