@@ -78,9 +78,13 @@ def worker(account_id: str) -> None:
 def flower() -> None:
     """Start Flower, the Celery monitor, for every account's worker and queue."""
     settings = Settings()
+    # Flower 2.x refuses its HTTP API without authentication; on loopback only
+    # this machine's users reach it, so the API is opened there.
+    if settings.flower_host in ("127.0.0.1", "localhost", "::1"):
+        os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
     _exec(
         "celery", "-A", "tasks.app", "flower",
-        "--address=127.0.0.1", f"--port={settings.flower_port}",
+        f"--address={settings.flower_host}", f"--port={settings.flower_port}",
     )
 
 

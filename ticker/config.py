@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     # Celery queue of one account is `<account_queue_prefix><account id>`.
     account_queue_prefix: str = "ticker.account."
 
+    # Containers bind 0.0.0.0; on a laptop everything stays on loopback.
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    flower_host: str = "127.0.0.1"
     flower_port: int = 5555
     sim_host: str = "127.0.0.1"
     sim_ws_port: int = 8765

@@ -195,7 +195,7 @@ def not_ready(settings: Settings) -> list[str]:
     for label, host, port in (
         ("simulator websocket", sim_host, settings.sim_ws_port),
         ("simulator REST", sim_host, settings.sim_rest_port),
-        ("flower", "127.0.0.1", settings.flower_port),
+        ("flower", _reachable(settings.flower_host), settings.flower_port),
     ):
         if not address_answers(host, port):
             waiting_for.append(f"{label} on port {port}")
@@ -222,9 +222,10 @@ def _health_status(url: str) -> int | str:
 def _addresses(settings: Settings) -> str:
     web = _url_host(_reachable(settings.web_host))
     sim = _url_host(_reachable(settings.sim_host))
+    flower = _url_host(_reachable(settings.flower_host))
     return (
         f"api=http://{web}:{settings.web_port} "
-        f"flower=http://127.0.0.1:{settings.flower_port} "
+        f"flower=http://{flower}:{settings.flower_port} "
         f"simulator=ws://{sim}:{settings.sim_ws_port} "
         f"simulator_rest=http://{sim}:{settings.sim_rest_port}"
     )

@@ -1,0 +1,121 @@
+"""Bad input gets a clear JSON 4xx naming the field, and changes nothing."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import requests
+
+NIFTY_CE = 13660418
+
+
+def row_count(stack) -> int:
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM subscriptions").fetchone()[0]
+
+
+@pytest.fixture
+def unchanged(stack):
+    """Asserts after the test that no subscription row was written."""
+    before = row_count(stack)
+    yield
+    assert row_count(stack) == before
+
+
+def post(stack, body=None, raw: bytes | None = None, content_type="application/json"):
+    return requests.post(
+        f"{stack.api}/subscriptions",
+        json=body if raw is None else None,
+        data=raw,
+        headers={"Content-Type": content_type} if raw is not None else None,
+        timeout=10,
+    )
+
+
+def assert_error(answer: requests.Response, status: int, code: str, field=None) -> dict:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["Content-Type"] == "application/json"
+    error = answer.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["request_id"] == answer.headers["X-Request-ID"]
+    if field is not None:
+        assert error["field"] == field
+        assert field in error["message"]
+    return error
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"", b"[1, 2]", b'"13660418"', b"null"],
+    ids=["broken", "empty", "array", "string", "null"],
+)
+def test_a_body_that_is_not_a_json_object_is_400(stack, unchanged, raw):
+    assert_error(post(stack, raw=raw), 400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"requested_mode": "FULL"}, "instrument_token"),
+        ({"instrument_token": "13660418"}, "instrument_token"),
+        ({"instrument_token": 13660418.0}, "instrument_token"),
+        ({"instrument_token": True}, "instrument_token"),
+        ({"instrument_token": None}, "instrument_token"),
+        ({"instrument_token": -5}, "instrument_token"),
+        ({"instrument_token": 0}, "instrument_token"),
+        ({"instrument_token": 2**32}, "instrument_token"),
+        ({"instrument_token": "1; DROP TABLE subscriptions"}, "instrument_token"),
+        ({"instrument_token": NIFTY_CE, "requested_mode": "SNAPQUOTE"}, "requested_mode"),
+        ({"instrument_token": NIFTY_CE, "requested_mode": 3}, "requested_mode"),
+        ({"instrument_token": NIFTY_CE, "requested_mode": "ｆｕｌｌ"}, "requested_mode"),
+        ({"instrument_token": NIFTY_CE, "mode": "FULL"}, "mode"),
+    ],
+)
+def test_a_missing_or_wrong_field_is_422_naming_it(stack, unchanged, body, field):
+    assert_error(post(stack, body), 422, "invalid_field", field)
+
+
+def test_an_unknown_instrument_is_404(stack, unchanged):
+    error = assert_error(post(stack, {"instrument_token": 4294967295}), 404,
+                         "unknown_instrument", "instrument_token")
+
+    assert "4294967295" in error["message"]
+
+
+def test_a_body_over_one_mebibyte_is_413(stack, unchanged):
+    huge = b'{"instrument_token": 13660418, "pad": "' + b"x" * (1024 * 1024) + b'"}'
+
+    assert_error(post(stack, raw=huge), 413, "request_entity_too_large")
+
+
+@pytest.mark.parametrize("path", ["/subscriptions/abc", "/subscriptions/-1",
+                                  "/subscriptions/99999999999"])
+def test_a_malformed_token_in_the_path_is_422(stack, unchanged, path):
+    for method in ("GET", "DELETE"):
+        answer = requests.request(method, f"{stack.api}{path}", timeout=10)
+        assert_error(answer, 422, "invalid_field", "instrument_token")
+
+
+def test_deleting_what_was_never_subscribed_is_404(stack, unchanged):
+    answer = requests.delete(f"{stack.api}/subscriptions/256265", timeout=10)
+
+    assert_error(answer, 404, "subscription_not_found", "instrument_token")
+
+
+def test_unknown_routes_and_methods_answer_json(stack, unchanged):
+    assert_error(requests.get(f"{stack.api}/nowhere", timeout=10), 404, "not_found")
+    assert_error(requests.put(f"{stack.api}/subscriptions", timeout=10), 405,
+                 "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"status": "gone"}, "status"), ({"account": "nobody"}, "account"),
+     ({"colour": "red"}, "colour")],
+)
+def test_a_bad_list_filter_is_422_naming_it(stack, params, field):
+    answer = requests.get(f"{stack.api}/subscriptions", params=params, timeout=10)
+
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == field

@@ -1,0 +1,94 @@
+"""Account workers as processes: restarted from PostgreSQL's state, seen by Flower."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+import pytest
+import requests
+
+from tests.e2e.test_subscriptions import (
+    EVENT_TIMEOUT_S,
+    event_for,
+    nfo_tokens,
+    subscribe,
+    unsubscribe,
+)
+from tests.listen import ChannelListener
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def worker_process(stack, account_id: str) -> psutil.Process:
+    runner = psutil.Process(stack.process.process.pid)
+    for process in runner.children(recursive=True):
+        cmdline = process.cmdline()
+        if "worker" in cmdline and "--queues" in cmdline and any(
+            arg.endswith(f"account.{account_id}") for arg in cmdline
+        ):
+            return process
+    raise AssertionError(f"no worker process for {account_id}")
+
+
+def socket_subscriptions(stack, api_key: str) -> dict[str, str]:
+    connections = requests.get(
+        f"{stack.sim_rest}/_sim/connections", params={"api_key": api_key}, timeout=5
+    ).json()
+    merged: dict[str, str] = {}
+    for connection in connections:
+        merged.update(connection["subscriptions"])
+    return merged
+
+
+def test_a_restarted_worker_resubscribes_everything_from_the_database(stack):
+    tokens = nfo_tokens(stack, 4, skip=100)
+    modes = dict(zip(tokens, ["LTP", "QUOTE", "FULL", "QUOTE"]))
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        placed = {t: subscribe(stack, t, m).json()["account_id"] for t, m in modes.items()}
+        events.wait_for(lambda m: m["event_type"] == "subscription_created"
+                        and m["instrument_token"] in tokens, EVENT_TIMEOUT_S, count=4)
+        mine = {t: m for t, m in modes.items() if placed[t] == "sim-a"}
+        assert mine, placed
+        old = worker_process(stack, "sim-a")
+
+        old.send_signal(signal.SIGTERM)
+        old.wait(15)
+
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            on_socket = socket_subscriptions(stack, "simkey_a")
+            if all(on_socket.get(str(t)) == m.lower() for t, m in mine.items()):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"sim-a's tokens not back on its socket: {on_socket}, want {mine}")
+        with ChannelListener(stack.redis_url, stack.ticks_channel) as ticks:
+            for token, mode in mine.items():
+                ticks.wait_for(lambda t, token=token: t["instrument_token"] == token
+                               and t["mode"] == mode.lower(), 5.0)
+        # Restoring what was already live announces nothing new.
+        for token in tokens:
+            assert len(events.matching(event_for(token, "subscription_created"))) == 1
+
+    assert worker_process(stack, "sim-a").pid != old.pid
+    for token in tokens:
+        unsubscribe(stack, token)
+
+
+def test_flower_lists_every_account_worker_and_its_queue(stack):
+    deadline = time.monotonic() + 30
+    while True:
+        workers = requests.get(f"{stack.flower}/api/workers", params={"refresh": "1"},
+                               timeout=10).json()
+        names = {name.split("@")[0] for name in workers}
+        if {"account-sim-a", "account-sim-b"} <= names or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+
+    assert {"account-sim-a", "account-sim-b"} <= names
+    for name, info in workers.items():
+        account = name.split("@")[0].removeprefix("account-")
+        queues = [q["name"] for q in info.get("active_queues", [])]
+        assert queues == [f"{stack.env['TICKER_ACCOUNT_QUEUE_PREFIX']}{account}"]
