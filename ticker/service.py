@@ -180,9 +180,9 @@ class SubscriptionService:
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
-        return {a.id for a, held in zip(self._accounts, pipe.execute()) if held}
+        return {a.id for a, held in zip(self._accounts, pipe.execute(), strict=True) if held}
 
     def _worker_states(self) -> dict[str, dict[str, Any]]:
         ids = list(self._accounts.ids)
         raw = self._client.mget([state_key(self._key_prefix, aid) for aid in ids])
-        return {aid: orjson.loads(value) for aid, value in zip(ids, raw) if value}
+        return {aid: orjson.loads(value) for aid, value in zip(ids, raw, strict=True) if value}

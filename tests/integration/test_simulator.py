@@ -26,6 +26,7 @@ import yaml
 from kiteconnect import KiteConnect
 from kiteconnect.exceptions import InputException, TokenException
 
+from tests.conftest import SAMPLES_DIR
 from ticker.config import Settings
 from ticker.simulator import SimulatorThread
 
@@ -354,7 +355,7 @@ def test_rest_refuses_a_wrong_token_with_token_exception(sim):
 
 
 def test_a_loaded_kite_dump_is_served_as_the_universe(settings):
-    dump = Path("/work/shared/kite-samples/instruments_all.csv")
+    dump = SAMPLES_DIR / "instruments_all.csv"
     loaded = settings.model_copy(update={"sim_instruments_file": dump})
 
     with SimulatorThread(loaded) as sim:

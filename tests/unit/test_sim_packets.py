@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from kiteconnect import KiteTicker
 
+from tests.conftest import SAMPLES_DIR
 from ticker.simulator import packets
 from ticker.simulator.packets import EMPTY_LEVEL, DepthLevel
 
-SAMPLES = Path("/work/shared/kite-samples")
+SAMPLES = SAMPLES_DIR
 
 NSE_TOKEN = 408065  # INFY, segment 1
 NFO_TOKEN = 13660418  # segment 2

@@ -5,16 +5,16 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import date, timedelta
-from pathlib import Path
 
 import pytest
 from kiteconnect import KiteConnect
 
+from tests.conftest import SAMPLES_DIR
 from ticker.errors import ConfigInvalid
 from ticker.simulator import chain
 from ticker.simulator.universe import Universe, load_universe, parse_csv
 
-SAMPLE_DUMP = Path("/work/shared/kite-samples/instruments_all.csv")
+SAMPLE_DUMP = SAMPLES_DIR / "instruments_all.csv"
 WEEKLY = re.compile(r"^NIFTY(\d\d)([1-9OND])(\d\d)(\d+)(CE|PE)$")
 MONTHLY = re.compile(
     r"^NIFTY(\d\d)(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)(\d+)(CE|PE)$"

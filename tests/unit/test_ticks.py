@@ -4,17 +4,17 @@ import base64
 import json
 import struct
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kiteconnect import KiteTicker
 
+from tests.conftest import SAMPLES_DIR
 from ticker.errors import MalformedFrame
 from ticker.ticks import parse_frame, parse_packet
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "kite-samples"
+SAMPLES = SAMPLES_DIR
 
 # The sample JSONs predate the client's current field names (KITE-NOTES §2).
 SAMPLE_FIELD_NAMES = {

@@ -130,7 +130,9 @@ def request_removal(
     return _subscription(row)
 
 
-def undo(conn: psycopg.Connection[Any], placed: Subscription, previous: Subscription | None) -> None:
+def undo(
+    conn: psycopg.Connection[Any], placed: Subscription, previous: Subscription | None
+) -> None:
     """Put a row back as it was when the task that would apply it could not be sent.
 
     Only the request's own version is undone, so a newer request is never erased.
