@@ -25,3 +25,16 @@ worker_prefetch_multiplier = 1
 # Flower builds its views from these events.
 worker_send_task_events = True
 task_send_sent_event = True
+
+# Backfill work has a queue and worker of its own, away from the socket workers.
+task_routes = {
+    "ticker.backfill": {"queue": _settings.backfill_queue},
+    "ticker.backfill_gaps": {"queue": _settings.backfill_queue},
+}
+beat_schedule = {
+    "backfill-gaps": {
+        "task": "ticker.backfill_gaps",
+        "schedule": _settings.backfill_gap_fill_every_s,
+    },
+}
+beat_schedule_filename = str(_settings.beat_schedule_file)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("ticker", include=["tasks.subscriptions"])
+app = Celery("ticker", include=["tasks.subscriptions", "tasks.backfill"])
 app.config_from_object("celeryconfig")
 
 from tasks.socket_step import AccountSocketStep  # noqa: E402 (needs `app`'s module loaded)

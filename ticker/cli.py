@@ -74,6 +74,33 @@ def worker(account_id: str) -> None:
     )
 
 
+@main.command(name="backfill-worker")
+@click.option("--concurrency", default=2, show_default=True, help="threads fetching at once")
+def backfill_worker(concurrency: int) -> None:
+    """Start the backfill worker: historical candles, away from the socket workers."""
+    settings = Settings()
+    _exec(
+        "celery", "-A", "tasks.app", "worker",
+        "--pool", "threads", "--concurrency", str(concurrency),
+        "--queues", settings.backfill_queue,
+        "--hostname", "backfill@%h",
+        "--loglevel", settings.log_level,
+        "--without-mingle", "--without-gossip",
+    )
+
+
+@main.command()
+def beat() -> None:
+    """Start Celery beat: the periodic gap fill of every active subscription."""
+    settings = Settings()
+    settings.beat_schedule_file.parent.mkdir(parents=True, exist_ok=True)
+    _exec(
+        "celery", "-A", "tasks.app", "beat",
+        "--schedule", str(settings.beat_schedule_file),
+        "--loglevel", settings.log_level,
+    )
+
+
 @main.command()
 def flower() -> None:
     """Start Flower, the Celery monitor, for every account's worker and queue."""

@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     # Frames waiting between the socket thread and the Redis publisher.
     tick_backlog_frames: int = 10_000
 
+    # Backfill: candles of this interval for this many trading days, on their own
+    # queue and worker; beat fills gaps of every active subscription this often.
+    backfill_queue: str = "ticker.backfill"
+    backfill_interval: str = "minute"
+    backfill_trading_days: int = 5
+    backfill_gap_fill_every_s: float = 900.0
+    # Kite allows 3 historical requests a second per api_key; pacing to 3 per 1.1 s
+    # absorbs the jitter between our clock and Kite's arrival times.
+    historical_requests_per_window: int = 3
+    historical_window_s: float = 1.1
+    # Where beat keeps its last run times, so a restart does not fire every job.
+    beat_schedule_file: Path = Path("var") / "celerybeat-schedule"
+
     log_level: str = "INFO"
 
     @property

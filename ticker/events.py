@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION_CREATED = "subscription_created"
 SUBSCRIPTION_UPDATED = "subscription_updated"
 SUBSCRIPTION_REMOVED = "subscription_removed"
+BACKFILL_COMPLETED = "backfill_completed"
+BACKFILL_FAILED = "backfill_failed"
 
 
 def lifecycle_event(
@@ -47,6 +49,23 @@ def lifecycle_event(
         "event_type": event_type,
         "instrument_token": subscription.instrument_token,
         "metadata": metadata,
+        "timestamp": round(time.time(), 3),
+    }
+
+
+def backfill_event(
+    event_type: str, subscription: Subscription, details: dict[str, Any]
+) -> dict[str, Any]:
+    """A backfill outcome, in the same envelope as the subscription events."""
+    return {
+        "event_type": event_type,
+        "instrument_token": subscription.instrument_token,
+        "metadata": {
+            "tradingsymbol": subscription.tradingsymbol,
+            "segment": subscription.segment,
+            "account_id": subscription.account_id,
+            **details,
+        },
         "timestamp": round(time.time(), 3),
     }
 

@@ -64,6 +64,8 @@ def stack_commands(
     }
     for account in accounts:
         commands[f"worker-{account.id}"] = [ticker, "worker", "--account", account.id]
+    commands["backfill-worker"] = [ticker, "backfill-worker"]
+    commands["beat"] = [ticker, "beat"]
     commands["flower"] = [ticker, "flower"]
     return commands
 

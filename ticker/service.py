@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -18,18 +19,21 @@ from psycopg_pool import ConnectionPool
 
 from ticker.account_worker import state_key
 from ticker.accounts import Accounts
+from ticker.backfill import Candle
 from ticker.errors import SubscriptionNotFound, TickerError
 from ticker.instruments import InstrumentUniverse
 from ticker.lease import lease_key
+from ticker.storage import candles as candle_store
 from ticker.storage import subscriptions as store
 from ticker.subscriptions import Mode, Status, Subscription
+from ticker.ticks import IST
 
 log = logging.getLogger(__name__)
 
 
 class TaskSender(Protocol):
     def subscribe(self, account_id: str, instrument_token: int, mode: Mode,
-                  version: int, task_id: str) -> None: ...
+                  version: int, task_id: str, backfill: bool = False) -> None: ...
 
     def unsubscribe(self, account_id: str, instrument_token: int, version: int,
                     task_id: str) -> None: ...
@@ -81,7 +85,7 @@ class SubscriptionService:
                 return SubscribeOutcome(sub, accepted=False)
             try:
                 self._sender.subscribe(sub.account_id, instrument_token, mode,
-                                       sub.version, task_id)
+                                       sub.version, task_id, backfill=placement.created)
             except Exception as exc:
                 store.undo(conn, sub, placement.previous)
                 raise DispatchFailed(f"could not queue the subscribe: {exc}") from exc
@@ -119,6 +123,17 @@ class SubscriptionService:
             self._accounts.get(account_id)  # an unknown account is an error, not []
         with self._pool.connection() as conn:
             return store.list_subscriptions(conn, account_id, status)
+
+    def candles(self, instrument_token: int, interval: str, start: datetime | None,
+                end: datetime | None, limit: int) -> tuple[list[Candle], bool]:
+        """Stored candles of a subscribed token, oldest first, and whether cut at limit."""
+        self.get(instrument_token)  # 404 for a token never subscribed
+        start = start or datetime.fromtimestamp(0, IST)
+        end = end or datetime.now(IST)
+        with self._pool.connection() as conn:
+            found = candle_store.between(conn, instrument_token, interval, start, end,
+                                         limit + 1)
+        return found[:limit], len(found) > limit
 
     def accounts(self) -> list[dict[str, Any]]:
         """Each account's limits, how much is used, and what its worker reports."""

@@ -8,8 +8,9 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 
 from ticker.service import SubscriptionService
+from ticker.ticks import IST
 from web.errors import ApiError, from_validation
-from web.schemas import ListQuery, SubscribeRequest, TokenPath
+from web.schemas import CandlesQuery, ListQuery, SubscribeRequest, TokenPath
 
 api = Blueprint("api", __name__)
 
@@ -62,6 +63,33 @@ def list_subscriptions():  # type: ignore[no-untyped-def]
     query = _parse(ListQuery, request.args.to_dict())
     items = _service().list(query.account, query.status)
     return jsonify({"subscriptions": [s.to_json() for s in items], "count": len(items)})
+
+
+@api.get("/subscriptions/<raw_token>/candles")
+def list_candles(raw_token: str):  # type: ignore[no-untyped-def]
+    token = _token(raw_token)
+    query = _parse(CandlesQuery, request.args.to_dict())
+    candles, truncated = _service().candles(
+        token, query.interval, query.start, query.end, query.limit
+    )
+    return jsonify({
+        "instrument_token": token,
+        "interval": query.interval,
+        "candles": [
+            {
+                "date": c.start.astimezone(IST).isoformat(),
+                "open": float(c.open),
+                "high": float(c.high),
+                "low": float(c.low),
+                "close": float(c.close),
+                "volume": c.volume,
+                "oi": c.oi,
+            }
+            for c in candles
+        ],
+        "count": len(candles),
+        "truncated": truncated,
+    })
 
 
 @api.get("/accounts")

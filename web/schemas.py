@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from ticker.backfill import INTERVALS
 from ticker.subscriptions import Mode, Status
+from ticker.ticks import IST
 
 # Kite tokens are unsigned 32-bit integers.
 MAX_INSTRUMENT_TOKEN = 2**32 - 1
@@ -42,4 +47,22 @@ class TokenPath(BaseModel):
     def _digits_only(cls, value: object) -> object:
         if isinstance(value, str) and not value.isdigit():
             raise ValueError("must be a positive whole number")
+        return value
+
+
+class CandlesQuery(BaseModel):
+    """`from`/`to` are ISO 8601; a time without an offset is read as IST."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    interval: Literal[INTERVALS] = "minute"  # type: ignore[valid-type]
+    start: datetime | None = Field(None, alias="from")
+    end: datetime | None = Field(None, alias="to")
+    limit: int = Field(10_000, ge=1, le=100_000)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _ist_when_naive(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=IST)
         return value
