@@ -20,6 +20,8 @@ from tests.listen import ChannelListener
 
 pytestmark = pytest.mark.timeout(180)
 
+EXPECTED = {"account-sim-a", "account-sim-b", "backfill"}
+
 
 def worker_process(stack, account_id: str) -> psutil.Process:
     runner = psutil.Process(stack.process.process.pid)
@@ -77,18 +79,22 @@ def test_a_restarted_worker_resubscribes_everything_from_the_database(stack):
         unsubscribe(stack, token)
 
 
-def test_flower_lists_every_account_worker_and_its_queue(stack):
+def test_flower_lists_every_worker_and_its_queue(stack):
     deadline = time.monotonic() + 30
     while True:
         workers = requests.get(f"{stack.flower}/api/workers", params={"refresh": "1"},
                                timeout=10).json()
         names = {name.split("@")[0] for name in workers}
-        if {"account-sim-a", "account-sim-b"} <= names or time.monotonic() > deadline:
+        if EXPECTED <= names or time.monotonic() > deadline:
             break
         time.sleep(1)
 
-    assert {"account-sim-a", "account-sim-b"} <= names
+    assert EXPECTED <= names
+    prefix = stack.env["TICKER_ACCOUNT_QUEUE_PREFIX"]
     for name, info in workers.items():
-        account = name.split("@")[0].removeprefix("account-")
+        worker = name.split("@")[0]
         queues = [q["name"] for q in info.get("active_queues", [])]
-        assert queues == [f"{stack.env['TICKER_ACCOUNT_QUEUE_PREFIX']}{account}"]
+        if worker == "backfill":
+            assert queues == ["ticker.backfill"]
+        else:
+            assert queues == [f"{prefix}{worker.removeprefix('account-')}"]

@@ -1,0 +1,134 @@
+"""Backfill through the whole stack: linked to subscribe, paced, stored, announced."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import psycopg
+import pytest
+import requests
+from celery import Celery
+
+from tests.e2e.test_subscriptions import nfo_tokens, subscribe, unsubscribe
+from tests.listen import ChannelListener
+from ticker.backfill import trading_days_back
+from ticker.ticks import IST
+
+BACKFILL_TIMEOUT_S = 30.0
+pytestmark = pytest.mark.timeout(240)
+
+
+def completed_for(token: int):
+    return lambda m: m["event_type"] == "backfill_completed" and m["instrument_token"] == token
+
+
+def candle_rows(stack, token: int) -> int:
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM candles WHERE instrument_token = %s", (token,)
+        ).fetchone()[0]
+
+
+def send_backfill(stack, token: int) -> None:
+    """What beat's gap fill sends: a backfill task on the stack's backfill queue."""
+    app = Celery(broker=stack.redis_url)
+    app.send_task("ticker.backfill", args=[token],
+                  queue=stack.env.get("TICKER_BACKFILL_QUEUE", "ticker.backfill"))
+    app.close()
+
+
+def test_a_new_subscription_gets_its_last_five_trading_days(stack):
+    [token] = nfo_tokens(stack, 1, skip=150)
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        answer = subscribe(stack, token, "QUOTE")
+        [done] = events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S)
+
+    candles = requests.get(f"{stack.api}/subscriptions/{token}/candles",
+                           params={"interval": "minute"}, timeout=10).json()
+    expected_start = trading_days_back(datetime.now(IST), 5)
+    assert done["metadata"]["candles_stored"] == candles["count"] == candle_rows(stack, token)
+    assert candles["count"] >= 4 * 375
+    assert datetime.fromisoformat(candles["candles"][0]["date"]) == expected_start
+    assert candles["candles"][0]["oi"] is not None
+    assert done["metadata"]["account_id"] == answer.json()["account_id"]
+
+    # Flower shows the backfill as the subscribe task's child.
+    tasks = requests.get(f"{stack.flower}/api/tasks",
+                         params={"taskname": "ticker.backfill"}, timeout=10).json()
+    assert any(t.get("parent_id") == answer.json()["task_id"] for t in tasks.values())
+    unsubscribe(stack, token)
+
+
+def test_a_second_backfill_adds_no_rows(stack):
+    [token] = nfo_tokens(stack, 1, skip=151)
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        subscribe(stack, token, "LTP")
+        events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S)
+        before = candle_rows(stack, token)
+
+        send_backfill(stack, token)
+        _, again = events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S, count=2)
+
+    assert again["metadata"]["candles_stored"] == 0
+    assert candle_rows(stack, token) == before
+    unsubscribe(stack, token)
+
+
+def test_fifty_subscriptions_at_once_stay_within_kites_historical_rate(stack):
+    tokens = nfo_tokens(stack, 50, skip=160)
+    requests.delete(f"{stack.sim_rest}/_sim/historical", timeout=5)
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(lambda t: subscribe(stack, t, "LTP"), tokens))
+        assert all(a.status_code == 202 for a in answers)
+        events.wait_for(
+            lambda m: m["event_type"] == "backfill_completed" and m["instrument_token"]
+            in tokens, 90.0, count=50,
+        )
+
+    record = requests.get(f"{stack.sim_rest}/_sim/historical", timeout=5).json()
+    asked = [r for r in record if r["instrument_token"] in tokens]
+    assert len({r["instrument_token"] for r in asked}) == 50
+    assert [r for r in asked if r["status"] != 200] == []
+    for api_key in {r["api_key"] for r in asked}:
+        arrivals = sorted(r["at"] for r in asked if r["api_key"] == api_key)
+        busiest = max(
+            sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals
+        )
+        assert busiest <= 3, f"{api_key}: {busiest} requests within one second"
+    for token in tokens:
+        unsubscribe(stack, token)
+    time.sleep(0.5)
+
+
+def test_the_gap_fill_job_fetches_exactly_what_is_missing(stack):
+    tokens = nfo_tokens(stack, 2, skip=230)
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        for token in tokens:
+            subscribe(stack, token, "LTP")
+        for token in tokens:
+            events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S)
+        complete = candle_rows(stack, tokens[0])
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            conn.execute(
+                """DELETE FROM candles WHERE instrument_token = %s AND start_at IN (
+                       SELECT start_at FROM candles WHERE instrument_token = %s
+                       ORDER BY start_at DESC LIMIT 40)""",
+                (tokens[0], tokens[0]),
+            )
+
+        app = Celery(broker=stack.redis_url)
+        app.send_task("ticker.backfill_gaps", queue="ticker.backfill")
+        app.close()
+        refilled = {
+            token: events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S, count=2)[1]
+            for token in tokens
+        }
+
+    assert refilled[tokens[0]]["metadata"]["candles_stored"] == 40
+    assert refilled[tokens[1]]["metadata"]["candles_stored"] == 0
+    assert candle_rows(stack, tokens[0]) == complete
+    for token in tokens:
+        unsubscribe(stack, token)
