@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     sim_rest_port: int = 8766
     # Seconds between two tick frames the simulator sends on each connection.
     sim_tick_interval_s: float = 1.0
+    # Historical requests the simulator accepts per api_key per second (Kite's 3).
+    sim_historical_per_s: float = 3.0
     # A Kite instruments CSV to serve instead of the generated NIFTY option chain.
     sim_instruments_file: Path | None = None
 

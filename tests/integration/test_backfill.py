@@ -50,11 +50,12 @@ def active_subscription(db, token: int = NIFTY_CE) -> None:
 
 
 def make_runner(settings, simulator, pool, redis_client, accounts: Accounts | None = None):
+    # One pace for the module, as the simulator keeps one window per api_key for
+    # its whole life: tests in a row share it like processes of one service would.
     return BackfillRunner(
         accounts=accounts or load_accounts(settings.accounts_file),
         pool=pool,
-        pacer=HistoricalPacer(redis_client, f"{settings.key_prefix}{uuid.uuid4().hex}:",
-                              3, 1.1),
+        pacer=HistoricalPacer(redis_client, f"{settings.key_prefix}backfill-tests:", 3, 1.1),
         events=EventPublisher(redis_client, settings.events_channel),
         rest_root=simulator.rest_url,
         trading_days=5,

@@ -9,6 +9,7 @@ performs its timed actions and prints what the client saw as JSON.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -17,18 +18,20 @@ import struct
 import subprocess
 import sys
 import time
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 from kiteconnect import KiteConnect
-from kiteconnect.exceptions import InputException, TokenException
+from kiteconnect.exceptions import InputException, NetworkException, TokenException
 
 from tests.conftest import SAMPLES_DIR
 from ticker.config import Settings
 from ticker.simulator import SimulatorThread
+from ticker.simulator.chain import IST
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TICK_INTERVAL_S = 0.1
@@ -83,9 +86,11 @@ def sim(settings):
 
 @pytest.fixture
 def kite(sim):
-    return KiteConnect(
-        "key_alpha", access_token="tok_alpha", root=sim.rest_url.rstrip("/")
-    )
+    return client(sim.rest_url)
+
+
+def client(rest_url: str, api_key="key_alpha", access_token="tok_alpha"):
+    return KiteConnect(api_key, access_token=access_token, root=rest_url.rstrip("/"))
 
 
 def run_probe(ws_url: str, connections: list[dict], seconds: float) -> list[dict]:
@@ -320,7 +325,13 @@ def test_historical_minute_candles_with_oi_lie_in_market_hours(kite):
     assert "oi" not in kite.historical_data(*args)[0]
 
 
-def test_historical_refuses_bad_requests_like_kite(kite):
+def test_historical_refuses_bad_requests_like_kite(settings):
+    # Four requests in a row would trip Kite's 3/s limit; lift it here.
+    with SimulatorThread(settings, historical_per_s=math.inf) as sim:
+        refuses_bad_requests(client(sim.rest_url))
+
+
+def refuses_bad_requests(kite: KiteConnect) -> None:
     with pytest.raises(InputException, match="invalid token") as refused:
         kite.historical_data(
             12345, "2025-06-02 09:15:00", "2025-06-02 15:30:00", "minute"
@@ -352,6 +363,117 @@ def test_rest_refuses_a_wrong_token_with_token_exception(sim):
         stale.historical_data(
             CALL, "2025-06-02 09:15:00", "2025-06-02 15:30:00", "minute"
         )
+
+
+# -- historical: rate limit, record, consistency with the ticks ------------
+
+MONDAY_SESSION = ("2025-06-02 09:15:00", "2025-06-02 15:30:00")
+
+
+def fetch(kite: KiteConnect, token: int = CALL) -> int | str:
+    """The number of candles, or the status code of a NetworkException."""
+    try:
+        return len(kite.historical_data(token, *MONDAY_SESSION, "minute"))
+    except NetworkException as exc:
+        assert str(exc) == "Too many requests"
+        return exc.code
+
+
+def test_a_burst_past_three_a_second_gets_429_on_that_api_key_only(sim):
+    burst = [client(sim.rest_url) for _ in range(10)]
+
+    with ThreadPoolExecutor(len(burst)) as pool:
+        answers = list(pool.map(fetch, burst))
+    other_key = fetch(client(sim.rest_url, "key_beta", "tok_beta"))
+
+    assert sorted(answers) == [375] * 3 + [429] * 7
+    assert other_key == 375
+    record = debug_get(sim, "historical")
+    alpha = [r for r in record if r["api_key"] == "key_alpha"]
+    accepted = [r["at"] for r in alpha if r["status"] == 200]
+    assert max(r["at"] for r in alpha) - min(accepted) < 1.0, "not one burst"
+
+    # Once the accepted requests have left the window, three more get through.
+    time.sleep(max(0.0, max(accepted) + 1.05 - time.time()))
+    again = [fetch(client(sim.rest_url)) for _ in range(4)]
+
+    assert again == [375, 375, 375, 429]
+
+
+def test_the_debug_record_shows_every_historical_request_and_its_answer(sim):
+    kite = client(sim.rest_url)
+    for _ in range(4):
+        fetch(kite, INDEX)
+    with pytest.raises(InputException):
+        client(sim.rest_url, "key_beta", "tok_beta").historical_data(
+            12345, *MONDAY_SESSION, "minute", oi=True
+        )
+    with pytest.raises(TokenException):
+        client(sim.rest_url, access_token="stale").historical_data(
+            CALL, *MONDAY_SESSION, "day"
+        )
+
+    record = debug_get(sim, "historical")
+    stats = debug_get(sim, "stats")
+
+    assert [(r["api_key"], r["status"], r["candles"]) for r in record] == [
+        *[("key_alpha", 200, 375)] * 3,
+        ("key_alpha", 429, 0),
+        ("key_beta", 400, 0),
+        ("key_alpha", 403, 0),
+    ]
+    assert record[0] == {
+        "at": record[0]["at"],
+        "api_key": "key_alpha",
+        "instrument_token": INDEX,
+        "interval": "minute",
+        "from": MONDAY_SESSION[0],
+        "to": MONDAY_SESSION[1],
+        "oi": False,
+        "status": 200,
+        "candles": 375,
+    }
+    assert abs(record[0]["at"] - time.time()) < 10
+    assert [r["at"] for r in record] == sorted(r["at"] for r in record)
+    assert (record[4]["instrument_token"], record[4]["oi"]) == (12345, True)
+    assert record[5]["interval"] == "day"
+    assert stats["historical_requests"] == 6
+    assert stats["historical_by_status"] == {"200": 3, "400": 1, "403": 1, "429": 1}
+    assert stats["historical_per_s"] == 3
+
+    cleared = requests.delete(sim.rest_url + "_sim/historical", timeout=5)
+
+    assert cleared.status_code == 204
+    assert debug_get(sim, "historical") == []
+    assert debug_get(sim, "stats")["historical_by_status"] == {}
+
+
+def test_the_historical_rate_is_a_simulator_option(settings):
+    with SimulatorThread(settings, historical_per_s=1) as sim:
+        kite = client(sim.rest_url)
+
+        answers = [fetch(kite) for _ in range(2)]
+
+    assert answers == [375, 429]
+
+
+def test_the_latest_candle_closes_near_the_price_the_ticker_streams(sim, kite):
+    tokens = [INDEX, FUTURE, CALL]
+    [seen] = run_probe(
+        sim.ws_url, [ticker(actions=[[0, "subscribe", tokens]])], seconds=1.0
+    )
+    streamed = {t["instrument_token"]: t["last_price"] for t in seen["ticks"]}
+    now = datetime.now(IST).replace(tzinfo=None, microsecond=0)
+    # Five days back always holds a session, whatever the day and hour.
+    since = now - timedelta(days=5)
+
+    for token in tokens:
+        candle = kite.historical_data(token, since, now, "minute")[-1]
+        # Ticks start at the instrument's last price and so does the latest
+        # session; options wander wider than the index and futures.
+        tolerance = 0.08 if token == CALL else 0.03
+        assert candle["close"] == pytest.approx(streamed[token], rel=tolerance), token
+        assert candle["date"].replace(tzinfo=None) <= now
 
 
 def test_a_loaded_kite_dump_is_served_as_the_universe(settings):

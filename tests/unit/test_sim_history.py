@@ -1,28 +1,38 @@
-"""Historical candles: market hours only, reproducible, Kite's limits."""
+"""Historical candles: market hours only, reproducible, Kite's limits, and at the
+level of the ticks the simulator streams."""
 
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 import pytest
+from kiteconnect import KiteTicker
 
 from ticker.simulator import chain, history
 from ticker.simulator.history import InvalidHistoryRequest
+from ticker.simulator.market import Market
 
 UNIVERSE = chain.nifty_universe(date(2025, 12, 3))
 CALL = UNIVERSE.get(13660418)
 INDEX = UNIVERSE.get(256265)
+FUTURE = UNIVERSE.get(14483714)
 LATER = datetime(2030, 1, 1)
 # Monday 2 June 2025 to Wednesday 4 June, and a weekend around it.
 MONDAY = datetime(2025, 6, 2)
 
 
 def candles(
-    instrument=CALL, interval="minute", start=MONDAY, end=None, oi=True, now=LATER
+    instrument=CALL,
+    interval="minute",
+    start=MONDAY,
+    end=None,
+    oi=True,
+    now=LATER,
+    reference=None,
 ):
     end = end or start + timedelta(days=1)
-    return history.candles(instrument, interval, start, end, oi, now)
+    return history.candles(instrument, interval, start, end, oi, now, reference)
 
 
 def stamp(candle) -> datetime:
@@ -135,3 +145,110 @@ def test_timestamps_parse_with_or_without_a_time():
         history.parse_timestamp("02/06/2025", "from")
     with pytest.raises(InvalidHistoryRequest, match="invalid to date"):
         history.parse_timestamp(None, "to")
+
+
+# -- consistent with the ticks ---------------------------------------------
+
+# How far the latest close may sit from the price the ticks start at. Options
+# wander wider; below 20 rupees the 0.05 tick is too coarse for a percentage.
+UNDERLYING_TOLERANCE = 0.02
+OPTION_TOLERANCE = 0.06
+CHEAPEST_OPTION_CHECKED = 20.0
+
+
+def tolerance(instrument) -> float:
+    return OPTION_TOLERANCE if instrument.strike else UNDERLYING_TOLERANCE
+
+
+def near_the_money(universe):
+    """The index, the futures and the priced options of the nearest expiry."""
+    nearest = min(i.expiry for i in universe if i.expiry)
+    return [
+        i
+        for i in universe
+        if i.instrument_type in ("EQ", "FUT")
+        or (
+            i.expiry == nearest
+            and abs(i.strike - chain.ATM_STRIKE) <= 500
+            and i.last_price >= CHEAPEST_OPTION_CHECKED
+        )
+    ]
+
+
+def last_close(instrument, now, reference=None) -> float:
+    session = datetime.combine(history.latest_session(now), time())
+    rows = history.candles(instrument, "minute", session, now, False, now, reference)
+    return rows[-1][4]
+
+
+def test_the_latest_session_is_the_last_one_opened_by_now():
+    assert history.latest_session(MONDAY.replace(hour=9, minute=14)) == date(
+        2025, 5, 30
+    )
+    assert history.latest_session(MONDAY.replace(hour=9, minute=15)) == MONDAY.date()
+    assert history.latest_session(datetime(2025, 6, 7, 12)) == date(2025, 6, 6)
+    assert history.latest_session(datetime(2025, 6, 8, 23)) == date(2025, 6, 6)
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2025, 6, 2, 8, 0),  # Monday before the open: Friday's session
+        datetime(2025, 6, 2, 9, 15),  # the first minute
+        datetime(2025, 9, 10, 12, 30),
+        datetime(2025, 11, 6, 20, 0),  # after the close
+        datetime(2026, 1, 3, 12, 0),  # a Saturday
+    ],
+)
+def test_the_latest_candle_closes_near_the_instrument_s_last_price(now):
+    universe = chain.nifty_universe(now.date())
+
+    for instrument in near_the_money(universe):
+        close = last_close(instrument, now)
+
+        assert close == pytest.approx(
+            instrument.last_price, rel=tolerance(instrument)
+        ), instrument.tradingsymbol
+
+
+def test_the_latest_candle_closes_near_the_price_the_ticker_streams():
+    now = datetime(2025, 12, 3, 13, 0)
+    market = Market(UNIVERSE, seed=5, clock=lambda: 1_764_748_800)
+    modes = {i.instrument_token: "ltp" for i in (INDEX, FUTURE, CALL)}
+    parse = KiteTicker("k", "t")._parse_binary
+
+    # Ten minutes of ticks at the default one a second.
+    for cycle in range(1, 600):
+        market.frame(modes, cycle)
+    ticks = parse(market.frame(modes, 600))
+
+    for tick in ticks:
+        instrument = UNIVERSE.get(tick["instrument_token"])
+        assert last_close(instrument, now) == pytest.approx(
+            tick["last_price"], rel=tolerance(instrument)
+        ), instrument.tradingsymbol
+
+
+def test_a_fixed_reference_session_keeps_past_candles_the_same_the_next_day():
+    monday_evening = MONDAY.replace(hour=20)
+
+    asked_monday = candles(now=monday_evening, reference=MONDAY.date())
+    asked_tuesday = candles(
+        now=monday_evening + timedelta(days=1), reference=MONDAY.date()
+    )
+
+    assert asked_monday == asked_tuesday
+
+
+def test_sessions_away_from_the_reference_still_drift():
+    rows = candles(
+        instrument=INDEX,
+        interval="day",
+        start=datetime(2025, 1, 1),
+        end=datetime(2025, 12, 31),
+        reference=date(2025, 12, 31),
+    )
+
+    closes = [c[4] for c in rows]
+    assert max(closes) / min(closes) > 1.05
+    assert max(closes) / min(closes) < 1.15

@@ -5,6 +5,13 @@ path of minute bars, so the same token and time always give the same candle and
 coarser intervals are exact aggregates of the minute candles. Holidays are not
 modelled; weekends are. Sessions are not chained: each opens near a slowly
 drifting anchor price, and overnight gaps are normal in real data anyway.
+
+The candles must join up with the ticks the simulator streams, which start at the
+instrument's `last_price` (the dump's "previous close"). So the anchor's drift is
+measured from a reference session, by default the latest one opened when the
+simulator started, whose anchor is `last_price` itself; and within a session the
+price is pulled back towards its anchor, so a session ends within about a percent
+of it (options a few percent) instead of wandering off like a free random walk.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ MAX_DAYS: Final = {
 }
 SESSION_OPEN: Final = time(9, 15)
 SESSION_MINUTES: Final = 375
+# Each minute the price moves this fraction of the way back to its session's
+# anchor: enough to bound a session's wander, not enough to flatten its candles.
+PULL_PER_MINUTE: Final = 0.02
 # Kite's timestamp spelling in candles: an IST offset without a colon.
 _STAMP_FORMAT = "%Y-%m-%dT%H:%M:%S+0530"
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
@@ -89,6 +99,16 @@ def check_request(
         raise InvalidHistoryRequest("continuous data is only available for day candles")
 
 
+def latest_session(now: datetime) -> date:
+    """The day of the most recent session that had opened by `now` (naive IST)."""
+    day = now.date()
+    if now.time() < SESSION_OPEN:
+        day -= timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return day
+
+
 def candles(
     instrument: Instrument,
     interval: str,
@@ -96,12 +116,17 @@ def candles(
     end: datetime,
     with_oi: bool,
     now: datetime,
+    reference: date | None = None,
 ) -> list[Candle]:
     """Candles of `interval` starting within [start, end] and not after `now`.
 
     All datetimes are naive IST wall times. Day candles are stamped at midnight
-    and selected by date.
+    and selected by date. `reference` is the session anchored at the instrument's
+    last price (the latest session by `now` if omitted); a long-running caller
+    fixes it once, so that the same request keeps getting the same candles.
     """
+    if reference is None:
+        reference = latest_session(now)
     step = INTERVAL_MINUTES[interval]
     day = start.date()
     last_day = min(end.date(), now.date())
@@ -109,7 +134,9 @@ def candles(
     while day <= last_day:
         if day.weekday() < 5:
             out.extend(
-                _session_candles(instrument, day, interval, step, start, end, now)
+                _session_candles(
+                    instrument, day, reference, interval, step, start, end, now
+                )
             )
         day += timedelta(days=1)
     if not with_oi:
@@ -120,6 +147,7 @@ def candles(
 def _session_candles(
     instrument: Instrument,
     day: date,
+    reference: date,
     interval: str,
     step: int,
     start: datetime,
@@ -131,6 +159,7 @@ def _session_candles(
     bars = _session_bars(
         token,
         day.toordinal(),
+        reference.toordinal(),
         _base_units(instrument, divisor),
         _tick_units(instrument, divisor),
         max(instrument.lot_size, 1),
@@ -171,6 +200,7 @@ def _session_candles(
 def _session_bars(
     token: int,
     ordinal: int,
+    reference: int,
     base: int,
     tick: int,
     lot: int,
@@ -180,10 +210,8 @@ def _session_bars(
 ) -> tuple[tuple[int, int, int, int, int, int], ...]:
     """One session's minute bars (open, high, low, close, volume, oi) in units."""
     rng = random.Random(token * 1_000_003 + ordinal)
-    # A slow, bounded drift from session to session, the same for every request.
-    anchor = base * (
-        1 + 0.04 * math.sin(ordinal / 11.0) + 0.02 * math.sin(ordinal / 3.7)
-    )
+    # A slow, bounded drift from session to session, none at the reference session.
+    anchor = base * (1 + _drift(ordinal) - _drift(reference))
     sigma = base * (0.002 if is_option else 0.0004)
     floor = tick
     price = max(floor, anchor * (1 + (rng.random() - 0.5) * 0.01))
@@ -194,7 +222,8 @@ def _session_bars(
     for _ in range(SESSION_MINUTES):
         open_ = price
         # Uniform steps with the spread of a normal one of width sigma.
-        close = max(floor, open_ + (random_() - 0.5) * 3.46 * sigma)
+        pull = PULL_PER_MINUTE * (anchor - open_)
+        close = max(floor, open_ + pull + (random_() - 0.5) * 3.46 * sigma)
         high = max(open_, close) + random_() * 0.5 * sigma
         low = max(floor, min(open_, close) - random_() * 0.5 * sigma)
         volume = lot * (1 + int(random_() * 200)) if has_volume else 0
@@ -212,6 +241,11 @@ def _session_bars(
         )
         price = close
     return tuple(bars)
+
+
+def _drift(ordinal: int) -> float:
+    """The anchor's swing on a day, as a fraction of the base price (within 6%)."""
+    return 0.04 * math.sin(ordinal / 11.0) + 0.02 * math.sin(ordinal / 3.7)
 
 
 def _base_units(instrument: Instrument, divisor: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import socket
 
@@ -21,7 +22,9 @@ from ticker.simulator.clock import TickClock
 from ticker.simulator.connections import ConnectionRegistry
 from ticker.simulator.credentials import Credentials
 from ticker.simulator.debug import DebugApi
+from ticker.simulator.historical_log import HistoricalLog
 from ticker.simulator.market import Market
+from ticker.simulator.ratelimit import HISTORICAL_PER_S, SlidingWindowLimit
 from ticker.simulator.rest import KiteRest
 from ticker.simulator.universe import Universe, load_universe
 from ticker.simulator.ws import TickerEndpoint
@@ -43,7 +46,12 @@ class Simulator:
         universe: Universe | None = None,
         credentials: Credentials | None = None,
         seed: int = 0,
+        historical_per_s: float | None = None,
     ) -> None:
+        """`historical_per_s` overrides the settings' historical rate per api_key.
+
+        Kite's 3 a second is the default; `math.inf` lifts the limit.
+        """
         self.settings = settings
         if universe is None:
             universe = (
@@ -56,6 +64,15 @@ class Simulator:
         self.registry = ConnectionRegistry()
         self.market = Market(universe, seed=seed)
         self.clock = TickClock(settings.sim_tick_interval_s)
+        if historical_per_s is None:
+            # Read defensively: the setting is newer than some Settings in use.
+            historical_per_s = float(
+                getattr(settings, "sim_historical_per_s", HISTORICAL_PER_S)
+            )
+        # Refuse a bad rate here, not halfway through start() with a port bound.
+        SlidingWindowLimit.per_second(historical_per_s)
+        self.historical_per_s = historical_per_s
+        self.historical_log = HistoricalLog()
         self._runners: list[web.AppRunner] = []
         self.ws_port = 0
         self.rest_port = 0
@@ -121,16 +138,28 @@ class Simulator:
         return app
 
     def _rest_app(self) -> web.Application:
-        kite = KiteRest(self.universe, self.credentials)
+        kite = KiteRest(
+            self.universe,
+            self.credentials,
+            historical_per_s=self.historical_per_s,
+            historical_log=self.historical_log,
+        )
         debug = DebugApi(
             self.registry,
             {
                 "instruments": len(self.universe),
                 "tick_interval_s": self.clock.interval_s,
+                # JSON has no infinity: an unlimited rate shows as null.
+                "historical_per_s": (
+                    None if math.isinf(self.historical_per_s) else self.historical_per_s
+                ),
                 "ws_url": self.ws_url,
             },
+            self.historical_log,
         )
-        app = web.Application(middlewares=[kite.errors, kite.authenticate])
+        app = web.Application(
+            middlewares=[kite.record, kite.errors, kite.authenticate, kite.throttle]
+        )
         kite.register(app)
         debug.register(app)
         return app
