@@ -17,13 +17,13 @@ import orjson
 import redis
 from psycopg_pool import ConnectionPool
 
-from ticker.accounts import Account
+from ticker.accounts import Account, load_accounts
 from ticker.config import Settings
-from ticker.errors import SocketUnavailable
+from ticker.errors import SocketUnavailable, TickerError
 from ticker.events import EventPublisher, lifecycle_event
 from ticker.fanout import TickFanout
 from ticker.lease import AccountLease, lease_key
-from ticker.socket_holder import SocketHolder
+from ticker.socket_holder import Phase, SocketHolder
 from ticker.storage import subscriptions as store
 from ticker.subscriptions import Mode, Status, Subscription
 
@@ -57,10 +57,11 @@ class AccountWorker:
         self._fanout = TickFanout(
             client, settings.ticks_channel, account.id, settings.tick_backlog_frames
         )
+        self._access_token = account.resolve_access_token()
         self._holder = SocketHolder(
             account_id=account.id,
             api_key=account.api_key,
-            access_token=account.resolve_access_token(),
+            access_token=self._access_token,
             ws_root=settings.kite_ws_root,
             max_instruments_per_connection=account.max_instruments_per_connection,
             max_connections=account.max_connections,
@@ -165,6 +166,7 @@ class AccountWorker:
                     log.critical("lease lost account=%s; closing sockets", self.account.id)
                     self._holder.stop()
                     return
+                self._pick_up_new_token()
                 self._client.set(
                     state_key(self.settings.key_prefix, self.account.id),
                     orjson.dumps(self.state()),
@@ -172,6 +174,21 @@ class AccountWorker:
                 )
             except redis.RedisError as exc:
                 log.warning("heartbeat failed account=%s: %s", self.account.id, exc)
+
+    def _pick_up_new_token(self) -> None:
+        """While Kite refuses the token, look for a new one in the accounts file."""
+        if not any(c.phase is Phase.AUTH_FAILED for c in self._holder.states()):
+            return
+        try:
+            fresh = load_accounts(self.settings.accounts_file).get(self.account.id)
+            token = fresh.resolve_access_token()
+        except TickerError as exc:
+            log.warning("accounts file unusable account=%s: %s", self.account.id, exc)
+            return
+        if token != self._access_token:
+            log.info("new access token found account=%s; reconnecting", self.account.id)
+            self._access_token = token
+            self._holder.reauthorize(token)
 
     def state(self) -> dict[str, Any]:
         connections = self._holder.states()
@@ -183,6 +200,7 @@ class AccountWorker:
                 {
                     "index": c.index,
                     "open": c.open,
+                    "phase": c.phase.value,
                     "tokens": c.tokens,
                     "last_frame_age_s": c.last_frame_age_s,
                 }

@@ -15,13 +15,19 @@ import redis
 
 log = logging.getLogger(__name__)
 
-# Renew or release only a lease this owner still holds.
+# Renew a lease this owner still holds, or take it back when the key is gone (a
+# Redis restarted empty keeps nothing); fail only when another owner holds it.
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not holder then
+  return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 or 0
 end
 return 0
 """
+# Release only a lease this owner still holds.
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -54,7 +60,7 @@ class AccountLease:
         log.info("lease taken key=%s owner=%s", self._key, self._owner)
 
     def renew(self) -> bool:
-        """Extend the lease; False when it lapsed or another worker took it."""
+        """Extend the lease (retaking a vanished one); False when another worker holds it."""
         return bool(self._client.eval(_RENEW, 1, self._key, self._owner, self._ttl_ms))
 
     def release(self) -> None:

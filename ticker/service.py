@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,6 +30,16 @@ from ticker.subscriptions import Mode, Status, Subscription
 from ticker.ticks import IST
 
 log = logging.getLogger(__name__)
+
+
+def socket_state(connections: list[dict[str, Any]]) -> str:
+    """One word for an account's sockets, from what its worker reports."""
+    phases = {c.get("phase") for c in connections}
+    if "auth_failed" in phases:
+        return "auth_failed"
+    if not connections or phases != {"open"}:
+        return "degraded"
+    return "ok"
 
 
 class TaskSender(Protocol):
@@ -58,6 +69,8 @@ class SubscriptionService:
         universe: InstrumentUniverse,
         sender: TaskSender,
         key_prefix: str,
+        queue_of: Callable[[str], str] | None = None,
+        broker: redis.Redis | None = None,
     ) -> None:
         self._accounts = accounts
         self._pool = pool
@@ -65,11 +78,14 @@ class SubscriptionService:
         self._universe = universe
         self._sender = sender
         self._key_prefix = key_prefix
+        # The broker's own view of each account's waiting tasks, when it is Redis.
+        self._queue_of = queue_of
+        self._broker = broker
 
     def subscribe(self, instrument_token: int, mode: Mode) -> SubscribeOutcome:
         """Place a token on a live account with room and queue its subscribe."""
         instrument = self._universe.lookup(instrument_token)
-        alive = self._alive_accounts()
+        alive = self._placeable_accounts()
         task_id = str(uuid.uuid4())
         with self._pool.connection() as conn:
             placement = store.place(
@@ -150,6 +166,11 @@ class SubscriptionService:
                 "used": used.get(a.id, 0),
                 "free": max(a.capacity - used.get(a.id, 0), 0),
                 "worker_alive": a.id in alive,
+                "socket_state": (
+                    socket_state(states.get(a.id, {}).get("connections", []))
+                    if a.id in alive
+                    else "down"
+                ),
                 "connections": states.get(a.id, {}).get("connections", []),
             }
             for a in self._accounts
@@ -172,18 +193,21 @@ class SubscriptionService:
         except redis.RedisError as exc:
             report["redis"] = f"unavailable: {type(exc).__name__}"
             alive, states = set(), {}
+        backlog = self._backlogs()
         workers = {}
         for account in self._accounts:
             state = states.get(account.id, {})
             connections = state.get("connections", [])
             workers[account.id] = {
                 "alive": account.id in alive,
+                "state": socket_state(connections) if account.id in alive else "down",
                 "connections": len(connections),
                 "connections_open": sum(1 for c in connections if c.get("open")),
+                "backlog": backlog.get(account.id),
                 "frames_dropped": state.get("frames_dropped", 0),
             }
         failing = [part for part in ("database", "redis") if report[part] != "ok"]
-        failing += [f"workers.{aid}" for aid, w in workers.items() if not w["alive"]]
+        failing += [f"workers.{aid}" for aid, w in workers.items() if w["state"] != "ok"]
         report["workers"] = workers
         report["status"] = "unhealthy" if failing else "healthy"
         if failing:
@@ -196,6 +220,26 @@ class SubscriptionService:
         for key in keys:
             pipe.exists(key)
         return {a.id for a, held in zip(self._accounts, pipe.execute(), strict=True) if held}
+
+    def _placeable_accounts(self) -> set[str]:
+        """Accounts whose worker runs and whose access token Kite still accepts."""
+        states = self._worker_states()
+        return {
+            aid
+            for aid in self._alive_accounts()
+            if socket_state(states.get(aid, {}).get("connections", [])) != "auth_failed"
+        }
+
+    def _backlogs(self) -> dict[str, int]:
+        if self._broker is None or self._queue_of is None:
+            return {}
+        try:
+            pipe = self._broker.pipeline(transaction=False)
+            for account in self._accounts:
+                pipe.llen(self._queue_of(account.id))
+            return dict(zip(self._accounts.ids, pipe.execute(), strict=True))
+        except redis.RedisError:
+            return {}
 
     def _worker_states(self) -> dict[str, dict[str, Any]]:
         ids = list(self._accounts.ids)

@@ -12,6 +12,7 @@ full, up to the account's limit, since Kite counts connections per api_key.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 from kiteconnect import KiteTicker
 from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread
 
 from ticker.errors import CapacityExhausted
@@ -35,6 +37,12 @@ TOKENS_PER_MESSAGE = 500
 # Twisted's reconnect delay grows up to this; KiteTicker refuses less than 5 s.
 RECONNECT_MAX_DELAY_S = 5
 RECONNECT_MAX_TRIES = 300
+# Kite sends a heartbeat every second even with nothing subscribed, and the client
+# sends no pings (KITE-NOTES §1.5): this long without any frame means a dead socket.
+SILENCE_TIMEOUT_S = 5.0
+WATCHDOG_EVERY_S = 1.0
+# After the client gives up reconnecting, the holder tries again this much later.
+REVIVE_AFTER_S = 60.0
 
 _reactor_started = threading.Lock()
 
@@ -57,12 +65,25 @@ def ensure_reactor_running() -> None:
             raise RuntimeError("Twisted reactor did not start within 10 s")
 
 
+class Phase(str, enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RECONNECTING = "reconnecting"
+    AUTH_FAILED = "auth_failed"  # Kite refused the access token: no retry loop
+    GAVE_UP = "gave_up"  # retries exhausted; revived after REVIVE_AFTER_S
+    CLOSED = "closed"
+
+
 @dataclass(frozen=True)
 class ConnectionState:
     index: int
-    open: bool
+    phase: Phase
     tokens: int
     last_frame_age_s: float | None
+
+    @property
+    def open(self) -> bool:
+        return self.phase is Phase.OPEN
 
 
 class _Connection:
@@ -73,6 +94,7 @@ class _Connection:
         self.ticker = ticker
         self.tokens: dict[int, Mode] = {}
         self.opened_once = False
+        self.phase = Phase.CONNECTING
         self.is_open = threading.Event()
         self.closed = threading.Event()
         self.last_frame_at: float | None = None
@@ -93,6 +115,7 @@ class SocketHolder:
         max_instruments_per_connection: int,
         max_connections: int,
         on_frame: Callable[[bytes], None],
+        silence_timeout_s: float = SILENCE_TIMEOUT_S,
     ) -> None:
         self.account_id = account_id
         self._api_key = api_key
@@ -101,8 +124,11 @@ class SocketHolder:
         self._per_connection = max_instruments_per_connection
         self._max_connections = max_connections
         self._on_frame = on_frame
+        self._silence_timeout_s = silence_timeout_s
         self._connections: list[_Connection] = []
         self._where: dict[int, _Connection] = {}
+        self._watchdog: LoopingCall | None = None
+        self._stopping = False
 
     # -- called from any thread -------------------------------------------------
 
@@ -137,7 +163,7 @@ class SocketHolder:
         return [
             ConnectionState(
                 index=c.index,
-                open=c.is_open.is_set(),
+                phase=c.phase,
                 tokens=len(c.tokens),
                 last_frame_age_s=None if c.last_frame_at is None else now - c.last_frame_at,
             )
@@ -154,6 +180,10 @@ class SocketHolder:
             connection.closed.wait(max(deadline - time.monotonic(), 0))
         log.info("sockets closed account=%s connections=%d", self.account_id, len(connections))
 
+    def reauthorize(self, access_token: str) -> None:
+        """Reconnect every connection Kite refused, with a new access token."""
+        blockingCallFromThread(reactor, self._reauthorize, access_token)
+
     # -- on the reactor thread ----------------------------------------------------
 
     def _start(self, initial: dict[int, Mode]) -> None:
@@ -161,6 +191,23 @@ class SocketHolder:
             self._open_connection()
         for token, mode in initial.items():
             self._subscribe(token, mode)
+        if self._watchdog is None:
+            self._watchdog = LoopingCall(self._watch)
+            self._watchdog.start(WATCHDOG_EVERY_S, now=False)
+
+    def _watch(self) -> None:
+        """Drop an open connection that went silent, so the client reconnects."""
+        now = time.monotonic()
+        for connection in self._connections:
+            if connection.phase is not Phase.OPEN or connection.last_frame_at is None:
+                continue
+            silent_s = now - connection.last_frame_at
+            if silent_s > self._silence_timeout_s and connection.ticker.ws is not None:
+                log.warning("socket silent, dropping account=%s connection=%d silent_s=%.1f",
+                            self.account_id, connection.index, silent_s)
+                connection.phase = Phase.RECONNECTING
+                connection.is_open.clear()
+                connection.ticker.ws.dropConnection(abort=True)
 
     def _subscribe(self, token: int, mode: Mode) -> None:
         connection = self._where.get(token) or self._connection_with_room()
@@ -198,14 +245,22 @@ class SocketHolder:
         )
 
     def _open_connection(self) -> _Connection:
-        ticker = KiteTicker(
+        connection = _Connection(len(self._connections), self._new_ticker())
+        self._connections.append(connection)
+        self._dial(connection)
+        return connection
+
+    def _new_ticker(self) -> KiteTicker:
+        return KiteTicker(
             self._api_key,
             self._access_token,
             root=self._ws_root,
             reconnect_max_delay=RECONNECT_MAX_DELAY_S,
             reconnect_max_tries=RECONNECT_MAX_TRIES,
         )
-        connection = _Connection(len(self._connections), ticker)
+
+    def _dial(self, connection: _Connection) -> None:
+        ticker = connection.ticker
         ticker.on_open = lambda ws: self._on_open(connection)
         ticker.on_close = lambda ws, code, reason: self._on_close(connection, code, reason)
         ticker.on_error = lambda ws, code, reason: self._on_error(connection, code, reason)
@@ -216,16 +271,39 @@ class SocketHolder:
             "socket reconnecting account=%s connection=%d attempt=%d",
             self.account_id, connection.index, attempt,
         )
-        ticker.on_noreconnect = lambda ws: log.error(
-            "socket gave up reconnecting account=%s connection=%d",
-            self.account_id, connection.index,
-        )
-        self._connections.append(connection)
+        ticker.on_noreconnect = lambda ws: self._on_gave_up(connection)
+        connection.phase = Phase.CONNECTING
         # The reactor already runs on our thread, so connect() only dials.
         ticker.connect(threaded=True)
         log.info("socket connecting account=%s connection=%d root=%s",
                  self.account_id, connection.index, self._ws_root)
-        return connection
+
+    def _reauthorize(self, access_token: str) -> None:
+        self._access_token = access_token
+        for connection in self._connections:
+            if connection.phase is Phase.AUTH_FAILED:
+                # The token is part of the client's URL: a new client, and the
+                # connection's tokens go out again on its first open.
+                connection.ticker = self._new_ticker()
+                connection.opened_once = False
+                self._dial(connection)
+
+    def _on_gave_up(self, connection: _Connection) -> None:
+        if connection.phase is Phase.AUTH_FAILED or self._stopping:
+            return
+        connection.phase = Phase.GAVE_UP
+        log.error("socket gave up reconnecting account=%s connection=%d; again in %.0fs",
+                  self.account_id, connection.index, REVIVE_AFTER_S)
+        reactor.callLater(REVIVE_AFTER_S, self._revive, connection)  # type: ignore[attr-defined]
+
+    def _revive(self, connection: _Connection) -> None:
+        if connection.phase is not Phase.GAVE_UP or self._stopping:
+            return
+        factory = connection.ticker.factory
+        factory.resetDelay()
+        factory.continueTrying = True
+        connection.phase = Phase.RECONNECTING
+        factory.retry()
 
     def _on_open(self, connection: _Connection) -> None:
         if not connection.opened_once:
@@ -234,6 +312,7 @@ class SocketHolder:
             connection.opened_once = True
             self._send_all(connection)
         connection.last_frame_at = time.monotonic()
+        connection.phase = Phase.OPEN
         connection.closed.clear()
         connection.is_open.set()
         log.info("socket open account=%s connection=%d tokens=%d",
@@ -252,6 +331,18 @@ class SocketHolder:
     def _on_close(self, connection: _Connection, code: Any, reason: Any) -> None:
         connection.is_open.clear()
         connection.closed.set()
+        if self._stopping:
+            connection.phase = Phase.CLOSED
+        elif "403" in str(reason):
+            # A refused access token stays refused: retrying would only hammer Kite
+            # with 50 upgrades. A new token (reauthorize) brings the socket back.
+            connection.phase = Phase.AUTH_FAILED
+            connection.ticker.stop_retry()
+            log.error("access token refused account=%s connection=%d; set a new token",
+                      self.account_id, connection.index)
+            return
+        elif connection.phase is not Phase.GAVE_UP:
+            connection.phase = Phase.RECONNECTING
         log.warning("socket closed account=%s connection=%d code=%s reason=%s",
                     self.account_id, connection.index, code, reason)
 
@@ -266,6 +357,9 @@ class SocketHolder:
             self._on_frame(payload)
 
     def _close_all(self) -> list[_Connection]:
+        self._stopping = True
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         for connection in self._connections:
             connection.ticker.close(CLOSE_NORMAL, "worker stopping")
             if not connection.is_open.is_set():

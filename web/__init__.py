@@ -63,4 +63,11 @@ def _wire(settings: Settings) -> SubscriptionService:
         universe=universe,
         sender=CeleryTaskSender(celery_app, settings),
         key_prefix=settings.key_prefix,
+        queue_of=settings.account_queue,
+        broker=(
+            redis.Redis.from_url(settings.celery_broker_url, socket_timeout=2,
+                                 socket_connect_timeout=2)
+            if settings.celery_broker_url.startswith(("redis://", "rediss://"))
+            else None
+        ),
     )
