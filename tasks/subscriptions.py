@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
+import redis
 from celery import Task
+from psycopg_pool import PoolTimeout
 
 from tasks.app import app
 from tasks.socket_step import current_worker
@@ -21,6 +24,9 @@ log = logging.getLogger(__name__)
 
 SOCKET_RETRY_COUNTDOWN_S = 2
 SOCKET_RETRY_MAX = 30
+# The socket or a store is away for a moment: the change is kept and tried again
+# (both tasks are idempotent, so a second try after a half-done first is harmless).
+TRANSIENT = (SocketUnavailable, psycopg.OperationalError, PoolTimeout, redis.RedisError)
 
 
 def _worker_for(account_id: str) -> AccountWorker:
@@ -43,7 +49,9 @@ def subscribe(self: Task, account_id: str, instrument_token: int, mode: str,
              account_id, instrument_token, mode, self.request.id)
     try:
         _worker_for(account_id).apply_subscribe(instrument_token, Mode(mode), version)
-    except SocketUnavailable as exc:
+    except TRANSIENT as exc:
+        log.warning("subscribe retry account=%s token=%s: %s", account_id, instrument_token,
+                    exc)
         raise self.retry(exc=exc, countdown=SOCKET_RETRY_COUNTDOWN_S) from exc
 
 
@@ -52,4 +60,9 @@ def unsubscribe(self: Task, account_id: str, instrument_token: int, version: int
     """Take an instrument off the account's socket."""
     log.info("unsubscribe account=%s token=%s task=%s",
              account_id, instrument_token, self.request.id)
-    _worker_for(account_id).apply_unsubscribe(instrument_token, version)
+    try:
+        _worker_for(account_id).apply_unsubscribe(instrument_token, version)
+    except TRANSIENT as exc:
+        log.warning("unsubscribe retry account=%s token=%s: %s", account_id,
+                    instrument_token, exc)
+        raise self.retry(exc=exc, countdown=SOCKET_RETRY_COUNTDOWN_S) from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # How long a change waits for its connection to (re)open before the task retries.
 SOCKET_OPEN_TIMEOUT_S = 10.0
+# Reconcile leaves rows changed this recently to the tasks queued for them.
+RECONCILE_GRACE_S = 5.0
 
 
 def state_key(key_prefix: str, account_id: str) -> str:
@@ -71,6 +74,9 @@ class AccountWorker:
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"heartbeat-{account.id}", daemon=True
         )
+        self._reconciler = threading.Thread(
+            target=self._reconcile_forever, name=f"reconcile-{account.id}", daemon=True
+        )
 
     def start(self) -> None:
         """Take the lease, then stream every subscription the database holds for us."""
@@ -85,9 +91,7 @@ class AccountWorker:
         self._fanout.start()
         self._holder.start(initial)
         self._heartbeat.start()
-        threading.Thread(
-            target=self._settle, args=(rows,), name=f"settle-{self.account.id}", daemon=True
-        ).start()
+        self._reconciler.start()
         log.info("account worker started account=%s subscriptions=%d",
                  self.account.id, len(initial))
 
@@ -133,31 +137,61 @@ class AccountWorker:
         if event is not None:
             self._events.publish(event)
 
-    def _settle(self, rows: list[Subscription]) -> None:
-        """Confirm, at start, what the database held but had not yet confirmed.
+    def reconcile(self) -> int:
+        """Converge the sockets to what the database asks; how many tokens needed it.
 
-        Rows already active in their requested mode went out with the initial set
-        and need nothing more; the rest are applied once the sockets are open.
+        Tasks apply each change as it comes; this catches whatever they could not
+        (a task lost with its worker, a row written while the database was away,
+        a row still pending at start) and announces it the same way.
         """
-        unsettled = [
-            row
-            for row in rows
-            if row.status is not Status.ACTIVE or row.applied_mode is not row.requested_mode
-        ]
-        while unsettled and not all(c.open for c in self._holder.states()):
-            if self._stopping.wait(0.2):
-                return
-        for row in unsettled:
-            if self._stopping.is_set():
-                return
+        if not all(c.open for c in self._holder.states()):
+            return 0  # a closed socket cannot confirm anything; try next round
+        with self._pool.connection() as conn:
+            rows = store.list_subscriptions(conn, account_id=self.account.id)
+        on_socket = self._holder.tokens()
+        # A change younger than this is its task's to apply, in queue order.
+        recent = datetime.now(timezone.utc) - timedelta(seconds=RECONCILE_GRACE_S)
+        changed = 0
+        for row in rows:
+            token = row.instrument_token
+            if row.updated_at > recent:
+                continue
+            wanted = row.requested_mode if row.status in (Status.PENDING, Status.ACTIVE) else None
+            settled = (
+                row.status in (Status.ACTIVE, Status.REMOVED)
+                and row.applied_mode is wanted
+                and on_socket.get(token) is wanted
+            )
+            if settled or self._stopping.is_set():
+                continue
+            if wanted is None:
+                self.apply_unsubscribe(token, row.version)
+            else:
+                self.apply_subscribe(token, wanted, row.version)
+            changed += 1
+        # Tokens of rows removed in the meantime are not listed: they go.
+        for token in on_socket.keys() - {r.instrument_token for r in rows}:
+            log.warning("token on socket without a row account=%s token=%s; removing",
+                        self.account.id, token)
+            self._holder.unsubscribe(token)
+            changed += 1
+        if changed:
+            log.info("reconciled account=%s tokens=%d", self.account.id, changed)
+        return changed
+
+    def _reconcile_forever(self) -> None:
+        # The first round runs as soon as the sockets open: it confirms what was
+        # still pending when the worker (re)started.
+        while not self._stopping.is_set():
+            if all(c.open for c in self._holder.states()):
+                break
+            self._stopping.wait(0.2)
+        while not self._stopping.is_set():
             try:
-                if row.status is Status.REMOVING:
-                    self.apply_unsubscribe(row.instrument_token, row.version)
-                else:
-                    self.apply_subscribe(row.instrument_token, row.requested_mode, row.version)
+                self.reconcile()
             except Exception:
-                log.exception("start-up settle failed account=%s token=%s",
-                              self.account.id, row.instrument_token)
+                log.exception("reconcile failed account=%s", self.account.id)
+            self._stopping.wait(self.settings.worker_reconcile_s)
 
     def _beat(self) -> None:
         while not self._stopping.wait(self.settings.worker_heartbeat_s):

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # lapses after `worker_lease_s`, so a dead worker stops receiving placements.
     worker_heartbeat_s: float = 2.0
     worker_lease_s: float = 10.0
+    # How often a worker converges its sockets to the database on its own.
+    worker_reconcile_s: float = 30.0
     # How long the instrument universe is trusted before it is fetched again.
     instruments_ttl_s: float = 6 * 3600
     # Frames waiting between the socket thread and the Redis publisher.

@@ -154,6 +154,12 @@ class SocketHolder:
         connection = self._where.get(instrument_token)
         return connection is not None and connection.is_open.wait(timeout_s)
 
+    def tokens(self) -> dict[int, Mode]:
+        """Every token on the sockets with its mode, as the reactor thread sees it."""
+        return blockingCallFromThread(  # type: ignore[no-any-return]
+            reactor, lambda: {t: c.tokens[t] for t, c in self._where.items()}
+        )
+
     def mode_of(self, instrument_token: int) -> Mode | None:
         connection = self._where.get(instrument_token)
         return connection.tokens.get(instrument_token) if connection else None

@@ -12,6 +12,8 @@ from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_st
 
 # Faster than Kite's ~1 s so gaps and stops show within a short test.
 TICK_INTERVAL_S = 0.5
+# Short, so tests see a worker converge on its own within seconds.
+RECONCILE_EVERY_S = 2
 
 
 @dataclass
@@ -54,7 +56,11 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with isolated_stack_env(run_id, TICKER_SIM_TICK_INTERVAL_S=str(TICK_INTERVAL_S)) as env:
+    with isolated_stack_env(
+        run_id,
+        TICKER_SIM_TICK_INTERVAL_S=str(TICK_INTERVAL_S),
+        TICKER_WORKER_RECONCILE_S=str(RECONCILE_EVERY_S),
+    ) as env:
         workdir: Path = tmp_path_factory.mktemp("stack")
         running = RunningStack([TICKER, "run"], env, workdir)
         try:
