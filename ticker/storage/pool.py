@@ -16,6 +16,9 @@ def make_pool(database_url: str, name: str, max_size: int = 8) -> ConnectionPool
         min_size=1,
         max_size=max_size,
         kwargs={"autocommit": True},
+        # A connection broken by a database restart is replaced on checkout
+        # instead of failing the request that drew it.
+        check=ConnectionPool.check_connection,
         timeout=5,
         name=name,
         open=True,
