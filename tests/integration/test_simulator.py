@@ -130,8 +130,21 @@ def probe_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def ticker(api_key="key_alpha", access_token="tok_alpha", actions=()) -> dict:
-    return {"api_key": api_key, "access_token": access_token, "actions": list(actions)}
+def ticker(
+    api_key="key_alpha", access_token="tok_alpha", actions=(), *, every_connect=True
+) -> dict:
+    """One KiteTicker of a probe plan.
+
+    Its actions run after each connect, as when an app subscribes in on_connect,
+    or with `every_connect=False` after the first only, leaving reconnects to the
+    client's own resubscribe.
+    """
+    return {
+        "api_key": api_key,
+        "access_token": access_token,
+        "actions": list(actions),
+        "every_connect": every_connect,
+    }
 
 
 def debug_get(sim, path: str):
@@ -552,7 +565,10 @@ def probe(plan: dict) -> list[dict]:
     """Connect the plan's tickers, run their actions, report what each saw.
 
     Each connection's actions are [seconds after connect, action, *args] with
-    action one of subscribe, unsubscribe, mode (mode, tokens) and raw (text).
+    action one of subscribe, unsubscribe, mode (mode, tokens), raw (text) and
+    close (code, reason). Besides what each client saw, the report holds wall
+    clock times, to set beside the simulator's: each connect, each binary frame
+    (heartbeats included) and each error or close event.
     """
     from kiteconnect import KiteTicker
     from twisted.internet import reactor
@@ -570,6 +586,8 @@ def probe(plan: dict) -> list[dict]:
             ws.set_mode(*args)
         elif action == "raw":
             ws.ws.sendMessage(args[0].encode())
+        elif action == "close":
+            ws.close(*args)
 
     for spec in plan["connections"]:
         record = {
@@ -579,6 +597,9 @@ def probe(plan: dict) -> list[dict]:
             "errors": [],
             "closes": [],
             "heartbeats": 0,
+            "connected_at": [],
+            "frames_at": [],
+            "events": [],
         }
         seen.append(record)
         kws = KiteTicker(spec["api_key"], spec["access_token"], root=plan["root"])
@@ -588,7 +609,10 @@ def probe(plan: dict) -> list[dict]:
             ws, response, spec=spec, record=record, connected_at=connected_at
         ):
             record["connects"] += 1
+            record["connected_at"].append(time.time())
             connected_at[0] = time.monotonic()
+            if record["connects"] > 1 and not spec.get("every_connect", True):
+                return
             for at, action, *args in spec["actions"]:
                 reactor.callLater(at, perform, ws, action, args)
 
@@ -601,6 +625,7 @@ def probe(plan: dict) -> list[dict]:
         ):
             if not is_binary:
                 return
+            record["frames_at"].append(time.time())
             if len(payload) == 1:
                 record["heartbeats"] += 1
                 return
@@ -616,12 +641,17 @@ def probe(plan: dict) -> list[dict]:
         kws.on_connect = on_connect
         kws.on_ticks = on_ticks
         kws.on_message = on_message
-        kws.on_error = lambda ws, code, reason, record=record: record["errors"].append(
-            [code, str(reason)]
-        )
-        kws.on_close = lambda ws, code, reason, record=record: record["closes"].append(
-            [code, str(reason)]
-        )
+
+        def on_error(ws, code, reason, record=record):
+            record["errors"].append([code, str(reason)])
+            record["events"].append([time.time(), "error", code, str(reason)])
+
+        def on_close(ws, code, reason, record=record):
+            record["closes"].append([code, str(reason)])
+            record["events"].append([time.time(), "close", code, str(reason)])
+
+        kws.on_error = on_error
+        kws.on_close = on_close
         tickers.append(kws)
 
     tickers[0].connect(threaded=True)

@@ -26,6 +26,7 @@ from ticker.simulator.historical_log import HistoricalLog
 from ticker.simulator.market import Market
 from ticker.simulator.ratelimit import HISTORICAL_PER_S, SlidingWindowLimit
 from ticker.simulator.rest import KiteRest
+from ticker.simulator.switches import FaultSwitches
 from ticker.simulator.universe import Universe, load_universe
 from ticker.simulator.ws import TickerEndpoint
 
@@ -112,11 +113,7 @@ class Simulator:
     async def stop(self) -> None:
         """Close every ticker connection with code 1000, then both servers."""
         connections = list(self.registry)
-        closing = [
-            c.socket.close(code=1000, message=SHUTDOWN_MESSAGE)
-            for c in connections
-            if c.socket is not None
-        ]
+        closing = [c.close(1000, SHUTDOWN_MESSAGE, "shutdown") for c in connections]
         if closing:
             _, pending = await asyncio.wait(
                 [asyncio.ensure_future(c) for c in closing], timeout=CLOSE_TIMEOUT_S
@@ -156,12 +153,15 @@ class Simulator:
                 "ws_url": self.ws_url,
             },
             self.historical_log,
+            self.credentials,
         )
+        switches = FaultSwitches(self.registry, self.credentials)
         app = web.Application(
             middlewares=[kite.record, kite.errors, kite.authenticate, kite.throttle]
         )
         kite.register(app)
         debug.register(app)
+        switches.register(app)
         return app
 
     async def _serve_app(self, app: web.Application, host: str, port: int) -> int:

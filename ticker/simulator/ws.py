@@ -7,6 +7,10 @@ client reports them exactly as it would against Kite.
 Each accepted connection runs two tasks: the request handler reads client
 commands, and a pump sends one frame per tick cycle. A slow client only delays
 its own pump, which then skips to the latest cycle rather than queueing frames.
+
+Pings and the client's close frame are answered here rather than by aiohttp, so
+that a silenced connection (see `switches`) truly sends nothing: no ticks, no
+heartbeats, no pongs, no error frames, no close reply.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class TickerEndpoint:
         self._registry = registry
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        socket = web.WebSocketResponse(compress=False, autoping=True)
+        socket = web.WebSocketResponse(compress=False, autoping=False, autoclose=False)
         if not socket.can_prepare(request).ok:
             return web.Response(status=400, text="expected a WebSocket upgrade\n")
 
@@ -81,6 +85,9 @@ class TickerEndpoint:
                 status=429, reason=_TOO_MANY_REASON, text="too many connections\n"
             )
 
+        client_code: int | None = None
+        # Set before the handshake, so a drop switch can cut even a half-open one.
+        connection.transport = request.transport
         try:
             await socket.prepare(request)
             connection.socket = socket
@@ -93,18 +100,21 @@ class TickerEndpoint:
             )
             pump = asyncio.create_task(self._pump(connection, socket))
             try:
-                await self._read(connection, socket)
+                client_code = await self._read(connection, socket)
             finally:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
         finally:
-            self._registry.close(connection)
+            closure = self._registry.close(connection, client_code)
             logger.info(
-                "ticker disconnected id=%d api_key=%s code=%s frames=%d ticks=%d",
+                "ticker disconnected id=%d api_key=%s code=%s closed_by=%s "
+                "reason=%s frames=%d ticks=%d",
                 connection.id,
                 api_key,
                 socket.close_code,
+                closure.closed_by,
+                closure.reason,
                 connection.frames_sent,
                 connection.ticks_sent,
             )
@@ -112,18 +122,46 @@ class TickerEndpoint:
 
     async def _read(
         self, connection: Connection, socket: web.WebSocketResponse
-    ) -> None:
-        async for message in socket:
-            if message.type == WSMsgType.TEXT:
+    ) -> int | None:
+        """Handle client frames until the socket ends; the client's close code."""
+        while True:
+            message = await socket.receive()
+            kind = message.type
+            if kind == WSMsgType.TEXT:
                 await self._on_text(connection, socket, message.data)
-            elif message.type == WSMsgType.BINARY:
-                logger.debug("ticker binary frame ignored id=%d", connection.id)
-            elif message.type == WSMsgType.ERROR:
-                logger.warning(
+            elif kind == WSMsgType.PING:
+                if not connection.silenced:
+                    with contextlib.suppress(ConnectionError):
+                        await socket.pong(message.data)
+            elif kind == WSMsgType.CLOSE:
+                await self._on_client_close(connection, socket)
+                return int(message.data)
+            elif kind in (WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return None
+            elif kind == WSMsgType.ERROR:
+                # A connection the simulator cut itself fails here as expected.
+                level = (
+                    logging.DEBUG if connection.ended_by_simulator else logging.WARNING
+                )
+                logger.log(
+                    level,
                     "ticker read failed id=%d error=%s",
                     connection.id,
                     socket.exception(),
                 )
+            elif kind == WSMsgType.BINARY:
+                logger.debug("ticker binary frame ignored id=%d", connection.id)
+
+    async def _on_client_close(
+        self, connection: Connection, socket: web.WebSocketResponse
+    ) -> None:
+        if connection.silenced:
+            # A mute server never answers; the client gives up on the handshake.
+            if connection.transport is not None:
+                connection.transport.abort()
+            return
+        # The client is closing the TCP connection too: do not wait to drain.
+        await socket.close(drain=False)
 
     async def _on_text(
         self, connection: Connection, socket: web.WebSocketResponse, text: str
@@ -154,6 +192,9 @@ class TickerEndpoint:
     async def _send_error(
         self, connection: Connection, socket: web.WebSocketResponse, text: str
     ) -> None:
+        if connection.silenced:
+            logger.debug("ticker error withheld id=%d text=%s", connection.id, text)
+            return
         connection.errors_sent.append(text)
         with contextlib.suppress(ConnectionError):
             await socket.send_str(json.dumps({"type": "error", "data": text}))
@@ -173,6 +214,8 @@ class TickerEndpoint:
                     if clock.seconds_until(cycle) > 0:
                         await self._heartbeat_if_idle(connection, socket)
 
+                if connection.silenced:
+                    continue
                 modes = connection.subscriptions.modes
                 if not modes:
                     await self._heartbeat_if_idle(connection, socket)
@@ -188,6 +231,7 @@ class TickerEndpoint:
     ) -> None:
         if (
             socket.closed
+            or connection.silenced
             or connection.idle_s() < HEARTBEAT_INTERVAL_S - _HEARTBEAT_SLACK_S
         ):
             return
