@@ -32,12 +32,19 @@ from ticker.ticks import IST
 log = logging.getLogger(__name__)
 
 
+# Kite sends at least a heartbeat a second: a socket this long without a frame is
+# reported degraded even before the worker's watchdog drops it.
+SILENT_AFTER_S = 2.5
+
+
 def socket_state(connections: list[dict[str, Any]]) -> str:
     """One word for an account's sockets, from what its worker reports."""
     phases = {c.get("phase") for c in connections}
     if "auth_failed" in phases:
         return "auth_failed"
     if not connections or phases != {"open"}:
+        return "degraded"
+    if any((c.get("last_frame_age_s") or 0) > SILENT_AFTER_S for c in connections):
         return "degraded"
     return "ok"
 
