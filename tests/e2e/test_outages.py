@@ -80,6 +80,11 @@ def outage_stack(own_servers, run_id: str, tmp_path_factory: pytest.TempPathFact
             running.kill_everything()
 
 
+def socket_ids(stack: Stack) -> set[int]:
+    return {c["id"] for c in
+            requests.get(f"{stack.sim_rest}/_sim/connections", timeout=5).json()}
+
+
 def wait_healthy(stack: Stack) -> float:
     """Seconds until /health answers 200 again."""
     started = time.monotonic()
@@ -110,6 +115,7 @@ def test_redis_restarting_empty_is_survived(outage_stack, own_servers):
     with ChannelListener(outage_stack.redis_url, outage_stack.events_channel) as events:
         subscribe(outage_stack, live, "FULL")
         events.wait_for(event_for(live, "subscription_created"), EVENT_TIMEOUT_S)
+    sockets_before = socket_ids(outage_stack)
 
     redis_server.stop()
     assert_refused_while_down(outage_stack, during, "redis",
@@ -129,6 +135,8 @@ def test_redis_restarting_empty_is_survived(outage_stack, own_servers):
 
     never_answered = requests.get(f"{outage_stack.api}/subscriptions/{during}", timeout=5)
     assert never_answered.status_code == 404
+    # Publishing failed for a while; the Kite sockets never noticed.
+    assert socket_ids(outage_stack) == sockets_before
 
 
 def test_postgres_restarting_is_survived_and_ticks_never_stop(outage_stack, own_servers):

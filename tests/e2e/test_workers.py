@@ -98,3 +98,53 @@ def test_flower_lists_every_worker_and_its_queue(stack):
             assert queues == ["ticker.backfill"]
         else:
             assert queues == [f"{prefix}{worker.removeprefix('account-')}"]
+
+
+def test_a_worker_killed_mid_subscribe_confirms_it_once_after_restart(stack):
+    tokens = nfo_tokens(stack, 6, skip=500)
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        placed = {t: subscribe(stack, t, "LTP").json()["account_id"] for t in tokens}
+        worker_process(stack, "sim-b").send_signal(signal.SIGKILL)
+        # The dead worker's lease lapses before its replacement may take over.
+        for token in tokens:
+            events.wait_for(event_for(token, "subscription_created"), 45.0)
+        time.sleep(2 * float(stack.env.get("TICKER_WORKER_RECONCILE_S", "2")))
+
+        for token in tokens:
+            assert len(events.matching(event_for(token, "subscription_created"))) == 1
+    on_socket = socket_subscriptions(stack, "simkey_b")
+    assert {t for t, a in placed.items() if a == "sim-b"} <= {int(t) for t in on_socket}
+    for token in tokens:
+        assert requests.get(f"{stack.api}/subscriptions/{token}", timeout=5).json()[
+            "status"] == "active"
+        unsubscribe(stack, token)
+
+
+def test_changes_for_a_stopped_worker_wait_in_its_queue_and_apply_when_it_returns(stack):
+    frozen = worker_process(stack, "sim-a")
+    placed: dict[int, str] = {}
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            # Placement spreads by free room: keep asking until sim-a holds three.
+            for token in nfo_tokens(stack, 12, skip=520):
+                placed[token] = subscribe(stack, token, "QUOTE").json()["account_id"]
+                if list(placed.values()).count("sim-a") == 3:
+                    break
+            tokens = list(placed)
+            waiting = [t for t, a in placed.items() if a == "sim-a"]
+            health = requests.get(f"{stack.api}/health", timeout=10).json()
+            time.sleep(1.0)
+            early = [t for t in waiting if events.matching(event_for(t, "subscription_created"))]
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        for token in tokens:
+            events.wait_for(event_for(token, "subscription_created"), 20.0)
+
+    assert len(waiting) == 3, placed
+    assert early == []
+    # A stopped worker had taken one message off the queue before it froze; the
+    # rest wait in the broker, which /health reads.
+    assert health["workers"]["sim-a"]["backlog"] >= len(waiting) - 1
+    for token in tokens:
+        unsubscribe(stack, token)
