@@ -1,0 +1,110 @@
+"""The socket holder against the simulator, in this process, through the real client.
+
+Twisted's reactor runs once per process and cannot restart, so every holder of this
+module shares it (as every holder of a worker process does).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from ticker.config import Settings
+from ticker.errors import CapacityExhausted
+from ticker.simulator.threaded import SimulatorThread
+from ticker.socket_holder import SocketHolder
+from ticker.subscriptions import Mode
+
+TOKENS = [((53361 + i) << 8) | 2 for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    with SimulatorThread(Settings(sim_ws_port=0, sim_rest_port=0,
+                                  sim_tick_interval_s=0.2)) as sim:
+        yield sim
+
+
+@pytest.fixture
+def holder(simulator):
+    frames: list[bytes] = []
+    holder = SocketHolder(
+        account_id="sim-a", api_key="simkey_a", access_token="simtoken_a",
+        ws_root=simulator.ws_url, max_instruments_per_connection=2, max_connections=2,
+        on_frame=frames.append,
+    )
+    holder.frames = frames  # type: ignore[attr-defined]
+    yield holder
+    holder.stop()
+
+
+def connections(simulator) -> list[dict]:
+    return requests.get(f"{simulator.rest_url.rstrip('/')}/_sim/connections",
+                        params={"api_key": "simkey_a"}, timeout=5).json()
+
+
+def tokens_sent(simulator) -> set[int]:
+    sent: set[int] = set()
+    for connection in connections(simulator):
+        for message in connection["messages"]:
+            payload = message.get("message") or {}
+            if payload.get("a") == "subscribe":
+                sent.update(payload["v"])
+    return sent
+
+
+def wait_open(holder: SocketHolder, token: int) -> None:
+    assert holder.wait_until_open(token, 10), f"no open socket for {token}"
+
+
+def test_changes_apply_on_the_live_socket_one_token_at_a_time(holder, simulator):
+    holder.start({TOKENS[0]: Mode.FULL})
+    wait_open(holder, TOKENS[0])
+
+    holder.subscribe(TOKENS[1], Mode.LTP)
+    holder.subscribe(TOKENS[0], Mode.QUOTE)
+    time.sleep(0.5)
+
+    [connection] = connections(simulator)
+    messages = [m["message"] for m in connection["messages"]]
+    assert messages == [
+        {"a": "subscribe", "v": [TOKENS[0]]},
+        {"a": "mode", "v": ["full", [TOKENS[0]]]},
+        {"a": "subscribe", "v": [TOKENS[1]]},
+        {"a": "mode", "v": ["ltp", [TOKENS[1]]]},
+        {"a": "mode", "v": ["quote", [TOKENS[0]]]},
+    ]
+    assert connection["subscriptions"] == {str(TOKENS[0]): "quote", str(TOKENS[1]): "ltp"}
+    assert holder.frames, "no tick frame reached the holder"
+
+
+def test_the_limits_are_never_exceeded_on_the_wire(holder, simulator):
+    holder.start({})
+    for token in TOKENS[:4]:
+        holder.subscribe(token, Mode.LTP)
+    for token in TOKENS[:4]:
+        wait_open(holder, token)
+    time.sleep(0.5)
+
+    with pytest.raises(CapacityExhausted, match="its limit"):
+        holder.subscribe(TOKENS[4], Mode.LTP)
+
+    live = connections(simulator)
+    assert len(live) == 2
+    assert sorted(len(c["subscriptions"]) for c in live) == [2, 2]
+    assert TOKENS[4] not in tokens_sent(simulator)
+    assert holder.mode_of(TOKENS[4]) is None
+
+
+def test_stopping_closes_every_connection_with_code_1000(holder, simulator):
+    holder.start({TOKENS[0]: Mode.LTP, TOKENS[1]: Mode.LTP, TOKENS[2]: Mode.LTP})
+    wait_open(holder, TOKENS[2])
+    ids = {c["id"] for c in connections(simulator)}
+
+    holder.stop()
+
+    closed = requests.get(f"{simulator.rest_url.rstrip('/')}/_sim/closed", timeout=5).json()
+    codes = {c["id"]: (c["close_code"], c["closed_by"]) for c in closed if c["id"] in ids}
+    assert codes == {i: (1000, "client") for i in ids}
