@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -199,3 +200,54 @@ def isolated_stack_env(run_id: str, **overrides: str) -> Iterator[dict[str, str]
     finally:
         drop_database(database)
         redis.Redis.from_url(redis_url).flushdb()
+
+
+@dataclass
+class Stack:
+    process: RunningStack
+    env: dict[str, str]
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.env['TICKER_WEB_PORT']}"
+
+    @property
+    def flower(self) -> str:
+        return f"http://127.0.0.1:{self.env['TICKER_FLOWER_PORT']}"
+
+    @property
+    def sim_rest(self) -> str:
+        return self.env["TICKER_KITE_REST_ROOT"]
+
+    @property
+    def redis_url(self) -> str:
+        return self.env["REDIS_URL"]
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"]
+
+    @property
+    def events_channel(self) -> str:
+        return self.env["TICKER_EVENTS_CHANNEL"]
+
+    @property
+    def ticks_channel(self) -> str:
+        return self.env["TICKER_TICKS_CHANNEL"]
+
+    @property
+    def tick_interval_s(self) -> float:
+        return float(self.env["TICKER_SIM_TICK_INTERVAL_S"])
+
+
+@contextmanager
+def running_stack(stack_id: str, workdir: Path, **env: str) -> Iterator[Stack]:
+    """`ticker run` on an isolated environment, up; interrupted and reaped after."""
+    with isolated_stack_env(stack_id, **env) as stack_env:
+        running = RunningStack([TICKER, "run"], stack_env, workdir)
+        try:
+            running.wait_for_line(UP_LINE, UP_TIMEOUT_S)
+            yield Stack(running, stack_env)
+            running.interrupt()
+        finally:
+            running.kill_everything()

@@ -14,10 +14,9 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.conftest import Stack
 from tests.e2e.test_subscriptions import EVENT_TIMEOUT_S, event_for, nfo_tokens
 from tests.listen import ChannelListener
-from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_stack_env
+from tests.stack import Stack, running_stack
 
 PER_ACCOUNT = 3
 pytestmark = pytest.mark.timeout(180)
@@ -32,15 +31,9 @@ def small_stack(run_id: str, tmp_path_factory: pytest.TempPathFactory):
          "max_instruments_per_connection": PER_ACCOUNT, "max_connections": 1}
         for account, suffix in (("sim-a", "a"), ("sim-b", "b"))
     ]}))
-    with isolated_stack_env(f"{run_id}small", TICKER_ACCOUNTS_FILE=str(accounts),
-                            TICKER_SIM_TICK_INTERVAL_S="0.5") as env:
-        running = RunningStack([TICKER, "run"], env, workdir)
-        try:
-            running.wait_for_line(UP_LINE, UP_TIMEOUT_S)
-            yield Stack(running, env)
-            running.interrupt()
-        finally:
-            running.kill_everything()
+    with running_stack(f"{run_id}small", workdir, TICKER_ACCOUNTS_FILE=str(accounts),
+                       TICKER_SIM_TICK_INTERVAL_S="0.5") as stack:
+        yield stack
 
 
 def post(stack: Stack, token: int) -> requests.Response:

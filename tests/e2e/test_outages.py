@@ -18,10 +18,14 @@ import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.e2e.conftest import Stack
-from tests.e2e.test_subscriptions import EVENT_TIMEOUT_S, event_for, nfo_tokens, subscribe
+from tests.e2e.test_subscriptions import (
+    EVENT_TIMEOUT_S,
+    event_for,
+    nfo_tokens,
+    subscribe,
+)
 from tests.listen import ChannelListener
-from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_stack_env
+from tests.stack import Stack, running_stack
 from ticker.embedded import ensure_postgres, ensure_redis
 from ticker.supervisor import LineRelay
 
@@ -67,17 +71,10 @@ def own_servers(tmp_path_factory: pytest.TempPathFactory):
 def outage_stack(own_servers, run_id: str, tmp_path_factory: pytest.TempPathFactory):
     redis_server, postgres = own_servers
     workdir = tmp_path_factory.mktemp("outage-stack")
-    with isolated_stack_env(f"{run_id}out", REDIS_URL=redis_server.url,
-                            DATABASE_URL=postgres.url,
-                            TICKER_SIM_TICK_INTERVAL_S="0.5",
-                            TICKER_WORKER_RECONCILE_S="2") as env:
-        running = RunningStack([TICKER, "run"], env, workdir)
-        try:
-            running.wait_for_line(UP_LINE, UP_TIMEOUT_S)
-            yield Stack(running, env)
-            running.interrupt()
-        finally:
-            running.kill_everything()
+    with running_stack(f"{run_id}out", workdir, REDIS_URL=redis_server.url,
+                       DATABASE_URL=postgres.url, TICKER_SIM_TICK_INTERVAL_S="0.5",
+                       TICKER_WORKER_RECONCILE_S="2") as stack:
+        yield stack
 
 
 def socket_ids(stack: Stack) -> set[int]:

@@ -18,11 +18,15 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.conftest import Stack
-from tests.e2e.test_subscriptions import EVENT_TIMEOUT_S, event_for, nfo_tokens, subscribe
+from tests.e2e.test_subscriptions import (
+    EVENT_TIMEOUT_S,
+    event_for,
+    nfo_tokens,
+    subscribe,
+)
 from tests.e2e.test_workers import worker_process
 from tests.listen import ChannelListener
-from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_stack_env
+from tests.stack import TICKER, Stack, running_stack
 from ticker.config import EXAMPLE_ACCOUNTS_FILE
 
 API_KEYS = {"sim-a": "simkey_a", "sim-b": "simkey_b"}
@@ -34,15 +38,9 @@ def fault_stack(run_id: str, tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("fault-stack")
     accounts = workdir / "accounts.yaml"
     shutil.copy(EXAMPLE_ACCOUNTS_FILE, accounts)
-    with isolated_stack_env(f"{run_id}fault", TICKER_ACCOUNTS_FILE=str(accounts),
-                            TICKER_SIM_TICK_INTERVAL_S="0.5") as env:
-        running = RunningStack([TICKER, "run"], env, workdir)
-        try:
-            running.wait_for_line(UP_LINE, UP_TIMEOUT_S)
-            yield Stack(running, env)
-            running.interrupt()
-        finally:
-            running.kill_everything()
+    with running_stack(f"{run_id}fault", workdir, TICKER_ACCOUNTS_FILE=str(accounts),
+                       TICKER_SIM_TICK_INTERVAL_S="0.5") as stack:
+        yield stack
 
 
 def sim(stack: Stack, method: str, path: str, **kwargs) -> requests.Response:
