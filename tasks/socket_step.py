@@ -16,6 +16,7 @@ import redis
 from celery import bootsteps
 from psycopg_pool import ConnectionPool
 
+from tasks.sender import CeleryTaskSender
 from ticker.account_worker import AccountWorker
 from ticker.accounts import load_accounts
 from ticker.config import Settings
@@ -48,12 +49,16 @@ class AccountSocketStep(bootsteps.StartStopStep):
         if not account_id:
             return  # a worker of another kind (backfill, tests)
         settings = Settings()
-        account = load_accounts(settings.accounts_file).get(account_id)
+        accounts = load_accounts(settings.accounts_file)
+        account = accounts.get(account_id)
         apply_migrations(settings.database_url)
         self.pool = make_pool(settings.database_url, f"worker-{account_id}", max_size=4)
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.account_worker = AccountWorker(settings, account, self.pool, client, owner)
+        sender = CeleryTaskSender(parent.app, settings)
+        self.account_worker = AccountWorker(
+            settings, account, self.pool, client, owner, sender, accounts
+        )
         self.account_worker.start()
         _current = self.account_worker
 

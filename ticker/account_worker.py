@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -18,12 +19,14 @@ import orjson
 import redis
 from psycopg_pool import ConnectionPool
 
-from ticker.accounts import Account, load_accounts
+from ticker.accounts import Account, Accounts, load_accounts
 from ticker.config import Settings
 from ticker.errors import SocketUnavailable, TickerError
 from ticker.events import EventPublisher, lifecycle_event
 from ticker.fanout import TickFanout
 from ticker.lease import AccountLease, lease_key
+from ticker.liveness import placeable_accounts, state_key
+from ticker.service import TaskSender
 from ticker.socket_holder import Phase, SocketHolder
 from ticker.storage import subscriptions as store
 from ticker.subscriptions import Mode, Status, Subscription
@@ -36,10 +39,6 @@ SOCKET_OPEN_TIMEOUT_S = 10.0
 RECONCILE_GRACE_S = 5.0
 
 
-def state_key(key_prefix: str, account_id: str) -> str:
-    return f"{key_prefix}account:{account_id}:state"
-
-
 class AccountWorker:
     def __init__(
         self,
@@ -48,9 +47,16 @@ class AccountWorker:
         pool: ConnectionPool,
         client: redis.Redis,
         owner: str,
+        sender: TaskSender,
+        accounts: Accounts,
     ) -> None:
         self.settings = settings
         self.account = account
+        self._sender = sender
+        self._accounts = accounts
+        # Set to run a reconcile round now rather than at the next interval.
+        self._wake = threading.Event()
+        self._refused = False
         self._pool = pool
         self._client = client
         self._lease = AccountLease(
@@ -144,7 +150,10 @@ class AccountWorker:
         (a task lost with its worker, a row written while the database was away,
         a row still pending at start) and announces it the same way.
         """
-        if not all(c.open for c in self._holder.states()):
+        states = self._holder.states()
+        if any(c.phase is Phase.AUTH_FAILED for c in states):
+            return self._move_away()
+        if not all(c.open for c in states):
             return 0  # a closed socket cannot confirm anything; try next round
         with self._pool.connection() as conn:
             rows = store.list_subscriptions(conn, account_id=self.account.id)
@@ -191,7 +200,34 @@ class AccountWorker:
                 self.reconcile()
             except Exception:
                 log.exception("reconcile failed account=%s", self.account.id)
-            self._stopping.wait(self.settings.worker_reconcile_s)
+            self._wake.wait(self.settings.worker_reconcile_s)
+            self._wake.clear()
+
+    def _move_away(self) -> int:
+        """Hand this account's subscriptions to accounts Kite still accepts.
+
+        Each moved one is queued on its new account, whose worker announces it as
+        `subscription_moved`; one with no room anywhere stays here, pending, with its
+        reason, and moves on a later round or streams again with a new token.
+        """
+        placeable = placeable_accounts(self._client, self.settings.key_prefix,
+                                       self._accounts)
+        with self._pool.connection() as conn:
+            moved, stranded = store.move_off(
+                conn,
+                self.account.id,
+                [(a.id, a.capacity) for a in self._accounts],
+                placeable,
+                f"account {self.account.id}: access token refused by Kite",
+            )
+        for row in moved:
+            self._holder.unsubscribe(row.instrument_token)
+            self._sender.subscribe(row.account_id, row.instrument_token, row.requested_mode,
+                                   row.version, str(uuid.uuid4()))
+        if moved or stranded:
+            log.warning("subscriptions moved off account=%s moved=%d stranded=%d",
+                        self.account.id, len(moved), len(stranded))
+        return len(moved)
 
     def _beat(self) -> None:
         while not self._stopping.wait(self.settings.worker_heartbeat_s):
@@ -201,6 +237,10 @@ class AccountWorker:
                     self._holder.stop()
                     return
                 self._pick_up_new_token()
+                refused = any(c.phase is Phase.AUTH_FAILED for c in self._holder.states())
+                if refused and not self._refused:
+                    self._wake.set()  # move the subscriptions away now, not in 30 s
+                self._refused = refused
                 self._client.set(
                     state_key(self.settings.key_prefix, self.account.id),
                     orjson.dumps(self.state()),

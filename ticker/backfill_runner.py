@@ -15,7 +15,12 @@ from psycopg_pool import ConnectionPool
 
 from ticker.accounts import Accounts
 from ticker.backfill import gap_start, is_derivative, split_span
-from ticker.events import BACKFILL_COMPLETED, BACKFILL_FAILED, EventPublisher, backfill_event
+from ticker.events import (
+    BACKFILL_COMPLETED,
+    BACKFILL_FAILED,
+    EventPublisher,
+    backfill_event,
+)
 from ticker.historical import HistoricalPacer, KiteHistorical
 from ticker.storage import candles as candle_store
 from ticker.storage import subscriptions as subscription_store

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION_CREATED = "subscription_created"
 SUBSCRIPTION_UPDATED = "subscription_updated"
 SUBSCRIPTION_REMOVED = "subscription_removed"
+SUBSCRIPTION_MOVED = "subscription_moved"
 BACKFILL_COMPLETED = "backfill_completed"
 BACKFILL_FAILED = "backfill_failed"
 
@@ -25,12 +26,15 @@ def lifecycle_event(
 ) -> dict[str, Any] | None:
     """The event a socket change from mode `before` to `after` announces, if any.
 
-    None to a mode is a creation, a mode to None a removal, one mode to another an
-    update; no change announces nothing, which keeps redelivered tasks silent.
+    None to a mode is a creation (a move when the subscription came from another
+    account), a mode to None a removal, one mode to another an update; no change
+    announces nothing, which keeps redelivered tasks silent.
     """
     if before == after:
         return None
-    if before is None:
+    if before is None and subscription.moved_from:
+        event_type, mode = SUBSCRIPTION_MOVED, after
+    elif before is None:
         event_type, mode = SUBSCRIPTION_CREATED, after
     elif after is None:
         event_type, mode = SUBSCRIPTION_REMOVED, before
@@ -45,6 +49,8 @@ def lifecycle_event(
     }
     if event_type == SUBSCRIPTION_UPDATED:
         metadata["previous_mode"] = before.label  # type: ignore[union-attr]
+    if event_type == SUBSCRIPTION_MOVED:
+        metadata["previous_account_id"] = subscription.moved_from
     return {
         "event_type": event_type,
         "instrument_token": subscription.instrument_token,

@@ -14,39 +14,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
 import redis
 from psycopg_pool import ConnectionPool
 
-from ticker.account_worker import state_key
 from ticker.accounts import Accounts
 from ticker.backfill import Candle
 from ticker.errors import SubscriptionNotFound, TickerError
 from ticker.instruments import InstrumentUniverse
-from ticker.lease import lease_key
+from ticker.liveness import (
+    alive_accounts,
+    placeable_accounts,
+    socket_state,
+    worker_states,
+)
 from ticker.storage import candles as candle_store
 from ticker.storage import subscriptions as store
 from ticker.subscriptions import Mode, Status, Subscription
 from ticker.ticks import IST
 
 log = logging.getLogger(__name__)
-
-
-# Kite sends at least a heartbeat a second: a socket this long without a frame is
-# reported degraded even before the worker's watchdog drops it.
-SILENT_AFTER_S = 2.5
-
-
-def socket_state(connections: list[dict[str, Any]]) -> str:
-    """One word for an account's sockets, from what its worker reports."""
-    phases = {c.get("phase") for c in connections}
-    if "auth_failed" in phases:
-        return "auth_failed"
-    if not connections or phases != {"open"}:
-        return "degraded"
-    if any((c.get("last_frame_age_s") or 0) > SILENT_AFTER_S for c in connections):
-        return "degraded"
-    return "ok"
 
 
 class TaskSender(Protocol):
@@ -222,20 +208,13 @@ class SubscriptionService:
         return report
 
     def _alive_accounts(self) -> set[str]:
-        keys = [lease_key(self._key_prefix, a.id) for a in self._accounts]
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(key)
-        return {a.id for a, held in zip(self._accounts, pipe.execute(), strict=True) if held}
+        return alive_accounts(self._client, self._key_prefix, self._accounts)
 
     def _placeable_accounts(self) -> set[str]:
-        """Accounts whose worker runs and whose access token Kite still accepts."""
-        states = self._worker_states()
-        return {
-            aid
-            for aid in self._alive_accounts()
-            if socket_state(states.get(aid, {}).get("connections", [])) != "auth_failed"
-        }
+        return placeable_accounts(self._client, self._key_prefix, self._accounts)
+
+    def _worker_states(self) -> dict[str, dict[str, Any]]:
+        return worker_states(self._client, self._key_prefix, self._accounts)
 
     def _backlogs(self) -> dict[str, int]:
         if self._broker is None or self._queue_of is None:
@@ -247,8 +226,3 @@ class SubscriptionService:
             return dict(zip(self._accounts.ids, pipe.execute(), strict=True))
         except redis.RedisError:
             return {}
-
-    def _worker_states(self) -> dict[str, dict[str, Any]]:
-        ids = list(self._accounts.ids)
-        raw = self._client.mget([state_key(self._key_prefix, aid) for aid in ids])
-        return {aid: orjson.loads(value) for aid, value in zip(ids, raw, strict=True) if value}

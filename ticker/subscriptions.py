@@ -56,6 +56,8 @@ class Subscription:
     task_id: str | None
     created_at: datetime
     updated_at: datetime
+    moved_from: str | None = None
+    status_reason: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -68,6 +70,7 @@ class Subscription:
             "account_id": self.account_id,
             "status": self.status.value,
             "task_id": self.task_id,
+            "status_reason": self.status_reason,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }

@@ -136,14 +136,19 @@ def test_a_silent_socket_is_noticed_dropped_and_replaced(fault_stack):
     assert degraded_s < 10 and healed_s < 20
 
 
-def test_a_refused_token_fails_the_account_at_once_and_a_new_one_restores_it(fault_stack):
+def test_a_refused_token_moves_the_subscriptions_and_a_new_token_restores_the_account(
+    fault_stack,
+):
     tokens = subscribed_on(fault_stack, "sim-b", 2, skip=400)
     refused_before = sim(fault_stack, "GET", "stats").json()["refused_forbidden"]
 
-    sim(fault_stack, "POST", "accounts/simkey_b/revoke")
-    wait_until(lambda: worker_state(fault_stack, "sim-b") == "auth_failed", 15,
-               "sim-b reported auth_failed", fault_stack)
-    time.sleep(6)  # a retry loop would show several refused upgrades by now
+    with ChannelListener(fault_stack.redis_url, fault_stack.events_channel) as events:
+        sim(fault_stack, "POST", "accounts/simkey_b/revoke")
+        wait_until(lambda: worker_state(fault_stack, "sim-b") == "auth_failed", 15,
+                   "sim-b reported auth_failed", fault_stack)
+        moves = [events.wait_for(event_for(t, "subscription_moved"), 15.0)[0]
+                 for t in tokens]
+        time.sleep(4)  # a retry loop would show several refused upgrades by now
     refused = sim(fault_stack, "GET", "stats").json()["refused_forbidden"] - refused_before
     health = requests.get(f"{fault_stack.api}/health", timeout=10)
     placed_meanwhile = [
@@ -154,6 +159,11 @@ def test_a_refused_token_fails_the_account_at_once_and_a_new_one_restores_it(fau
     assert refused == 1
     assert health.status_code == 503 and "workers.sim-b" in health.json()["failing"]
     assert placed_meanwhile == ["sim-a"] * 3
+    assert [(m["metadata"]["previous_account_id"], m["metadata"]["account_id"])
+            for m in moves] == [("sim-b", "sim-a")] * 2
+    on_a = {int(t): m for c in live_connections(fault_stack, "simkey_a")
+            for t, m in c["subscriptions"].items()}
+    assert {t: on_a.get(t) for t in tokens} == tokens
 
     # The day's new token: installed at Kite, then written to the accounts file.
     sim(fault_stack, "POST", "accounts/simkey_b/token", json={"access_token": "simtoken_b2"})
@@ -167,8 +177,10 @@ def test_a_refused_token_fails_the_account_at_once_and_a_new_one_restores_it(fau
     restored_s = wait_until(lambda: worker_state(fault_stack, "sim-b") == "ok", 20,
                             "sim-b back with the new token", fault_stack)
     [fresh] = live_connections(fault_stack, "simkey_b")
-    assert_each_token_sent_once(fresh, tokens)
+    assert fresh["subscriptions"] == {}, "moved tokens must not come back to sim-b"
     assert restored_s < 20
+    again = subscribe(fault_stack, nfo_tokens(fault_stack, 1, skip=450)[0], "LTP")
+    assert again.json()["account_id"] == "sim-b"
 
 
 def test_sigterm_closes_the_sockets_cleanly_and_a_second_worker_never_overlaps(fault_stack):

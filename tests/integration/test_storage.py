@@ -141,3 +141,21 @@ def test_undo_restores_the_row_a_failed_dispatch_changed(db):
     store.undo(db, removal, before)
 
     assert store.get(db, 12) == before
+
+
+def test_moving_off_an_account_fills_the_others_and_strands_the_rest(db):
+    limits = [("acct-a", 4), ("acct-b", 2), ("acct-c", 1)]
+    for token in range(1, 5):
+        store.place(db, instrument(token), Mode.LTP, limits,
+                    lambda account: account == "acct-a", str(uuid.uuid4()))
+
+    moved, stranded = store.move_off(db, "acct-a", limits, {"acct-b", "acct-c"},
+                                     "token refused")
+
+    assert Counter(m.account_id for m in moved) == {"acct-b": 2, "acct-c": 1}
+    assert all(m.moved_from == "acct-a" and m.status is Status.PENDING for m in moved)
+    assert all(m.version == 2 for m in moved)
+    [left] = stranded
+    assert (left.account_id, left.status) == ("acct-a", Status.PENDING)
+    assert left.status_reason.startswith("token refused; all 2 live accounts are full")
+    assert store.usage_by_account(db) == {"acct-a": 1, "acct-b": 2, "acct-c": 1}

@@ -8,14 +8,14 @@ push an account past its limit; the primary key keeps a token on one account.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from ticker.capacity import AccountLoad, choose_account
-from ticker.errors import SubscriptionNotFound
+from ticker.errors import CapacityExhausted, NoLiveWorker, SubscriptionNotFound
 from ticker.instruments import Instrument
 from ticker.subscriptions import LIVE_STATUSES, Mode, Status, Subscription
 
@@ -24,7 +24,8 @@ PLACEMENT_LOCK_ID = 0x7469636B  # "tick"
 
 _COLUMNS = (
     "instrument_token, tradingsymbol, exchange, segment, account_id, requested_mode, "
-    "applied_mode, status, version, task_id, created_at, updated_at"
+    "applied_mode, status, version, task_id, created_at, updated_at, moved_from, "
+    "status_reason"
 )
 _LIVE = tuple(s.value for s in LIVE_STATUSES)
 
@@ -194,11 +195,69 @@ def record_applied(
         elif settles and applied_mode is not None and before.status is Status.PENDING:
             status = Status.ACTIVE
         cur.execute(
-            f"""UPDATE subscriptions SET applied_mode = %s, status = %s, updated_at = now()
+            f"""UPDATE subscriptions SET applied_mode = %s, status = %s, updated_at = now(),
+                    moved_from = CASE WHEN %s THEN NULL ELSE moved_from END,
+                    status_reason = NULL
                 WHERE instrument_token = %s RETURNING {_COLUMNS}""",
-            (applied_mode.value if applied_mode else None, status.value, instrument_token),
+            (applied_mode.value if applied_mode else None, status.value,
+             applied_mode is not None, instrument_token),
         )
-        return _subscription(cur.fetchone()), before.applied_mode
+        after = _subscription(cur.fetchone())
+        # The row as applied, but still naming the account it left, for the event.
+        return replace(after, moved_from=before.moved_from), before.applied_mode
+
+
+def move_off(
+    conn: psycopg.Connection[Any],
+    account_id: str,
+    account_limits: Iterable[tuple[str, int]],
+    placeable: set[str],
+    reason: str,
+) -> tuple[list[Subscription], list[Subscription]]:
+    """Re-place an account's pending and live subscriptions on other accounts.
+
+    Each goes where placement would put a new one; those with no room anywhere stay,
+    pending, with `reason`. Returns (moved, stranded).
+    """
+    limits = list(account_limits)
+    moved, stranded = [], []
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK_ID,))
+        cur.execute(
+            f"""SELECT {_COLUMNS} FROM subscriptions
+                WHERE account_id = %s AND status IN ('pending', 'active')
+                ORDER BY instrument_token FOR UPDATE""",
+            (account_id,),
+        )
+        rows = [_subscription(row) for row in cur.fetchall()]
+        used = {aid: n for aid, _, n in _loads(cur, limits)}
+        for row in rows:
+            try:
+                target = choose_account(
+                    AccountLoad(aid, capacity, used[aid],
+                                aid in placeable and aid != account_id)
+                    for aid, capacity in limits
+                )
+            except (CapacityExhausted, NoLiveWorker) as exc:
+                cur.execute(
+                    f"""UPDATE subscriptions SET status = 'pending', applied_mode = NULL,
+                            status_reason = %s, updated_at = now()
+                        WHERE instrument_token = %s RETURNING {_COLUMNS}""",
+                    (f"{reason}; {exc}", row.instrument_token),
+                )
+                stranded.append(_subscription(cur.fetchone()))
+                continue
+            used[target] += 1
+            used[account_id] -= 1
+            cur.execute(
+                f"""UPDATE subscriptions SET account_id = %s, status = 'pending',
+                        applied_mode = NULL, version = version + 1, moved_from = %s,
+                        status_reason = NULL, updated_at = now()
+                    WHERE instrument_token = %s RETURNING {_COLUMNS}""",
+                (target, account_id, row.instrument_token),
+            )
+            moved.append(_subscription(cur.fetchone()))
+    return moved, stranded
 
 
 def get(conn: psycopg.Connection[Any], instrument_token: int) -> Subscription | None:
@@ -266,4 +325,6 @@ def _subscription(row: dict[str, Any] | None) -> Subscription:
         task_id=row["task_id"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        moved_from=row["moved_from"],
+        status_reason=row["status_reason"],
     )
