@@ -116,6 +116,8 @@ class SocketHolder:
         max_connections: int,
         on_frame: Callable[[bytes], None],
         silence_timeout_s: float = SILENCE_TIMEOUT_S,
+        reconnect_max_tries: int = RECONNECT_MAX_TRIES,
+        revive_after_s: float = REVIVE_AFTER_S,
     ) -> None:
         self.account_id = account_id
         self._api_key = api_key
@@ -125,6 +127,8 @@ class SocketHolder:
         self._max_connections = max_connections
         self._on_frame = on_frame
         self._silence_timeout_s = silence_timeout_s
+        self._reconnect_max_tries = reconnect_max_tries
+        self._revive_after_s = revive_after_s
         self._connections: list[_Connection] = []
         self._where: dict[int, _Connection] = {}
         self._watchdog: LoopingCall | None = None
@@ -262,7 +266,7 @@ class SocketHolder:
             self._access_token,
             root=self._ws_root,
             reconnect_max_delay=RECONNECT_MAX_DELAY_S,
-            reconnect_max_tries=RECONNECT_MAX_TRIES,
+            reconnect_max_tries=self._reconnect_max_tries,
         )
 
     def _dial(self, connection: _Connection) -> None:
@@ -288,28 +292,32 @@ class SocketHolder:
         self._access_token = access_token
         for connection in self._connections:
             if connection.phase is Phase.AUTH_FAILED:
-                # The token is part of the client's URL: a new client, and the
-                # connection's tokens go out again on its first open.
-                connection.ticker = self._new_ticker()
-                connection.opened_once = False
-                self._dial(connection)
+                # The token is part of the client's URL: a new client is needed.
+                self._replace_ticker(connection)
+
+    def _replace_ticker(self, connection: _Connection) -> None:
+        """Dial a fresh client for a connection whose client stopped for good.
+
+        The connection's tokens go out again when the new client first opens.
+        """
+        connection.ticker = self._new_ticker()
+        connection.opened_once = False
+        self._dial(connection)
 
     def _on_gave_up(self, connection: _Connection) -> None:
         if connection.phase is Phase.AUTH_FAILED or self._stopping:
             return
         connection.phase = Phase.GAVE_UP
         log.error("socket gave up reconnecting account=%s connection=%d; again in %.0fs",
-                  self.account_id, connection.index, REVIVE_AFTER_S)
-        reactor.callLater(REVIVE_AFTER_S, self._revive, connection)  # type: ignore[attr-defined]
+                  self.account_id, connection.index, self._revive_after_s)
+        reactor.callLater(  # type: ignore[attr-defined]
+            self._revive_after_s, self._revive, connection
+        )
 
     def _revive(self, connection: _Connection) -> None:
-        if connection.phase is not Phase.GAVE_UP or self._stopping:
-            return
-        factory = connection.ticker.factory
-        factory.resetDelay()
-        factory.continueTrying = True
-        connection.phase = Phase.RECONNECTING
-        factory.retry()
+        # The client keeps no handle to redial with once it gave up: a new one.
+        if connection.phase is Phase.GAVE_UP and not self._stopping:
+            self._replace_ticker(connection)
 
     def _on_open(self, connection: _Connection) -> None:
         if not connection.opened_once:

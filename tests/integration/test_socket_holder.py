@@ -6,15 +6,20 @@ module shares it (as every holder of a worker process does).
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 
 import pytest
+import redis
 import requests
 
+from tests.conftest import free_port
 from ticker.config import Settings
 from ticker.errors import CapacityExhausted
+from ticker.fanout import TickFanout
 from ticker.simulator.threaded import SimulatorThread
-from ticker.socket_holder import SocketHolder
+from ticker.socket_holder import Phase, SocketHolder
 from ticker.subscriptions import Mode
 
 TOKENS = [((53361 + i) << 8) | 2 for i in range(10)]
@@ -108,3 +113,49 @@ def test_stopping_closes_every_connection_with_code_1000(holder, simulator):
     closed = requests.get(f"{simulator.rest_url.rstrip('/')}/_sim/closed", timeout=5).json()
     codes = {c["id"]: (c["close_code"], c["closed_by"]) for c in closed if c["id"] in ids}
     assert codes == {i: (1000, "client") for i in ids}
+
+
+def test_a_holder_that_gave_up_reconnecting_tries_again_later(tmp_path):
+    port = free_port()
+    holder = SocketHolder(
+        account_id="sim-a", api_key="simkey_a", access_token="simtoken_a",
+        ws_root=f"ws://127.0.0.1:{port}", max_instruments_per_connection=10,
+        max_connections=1, on_frame=lambda frame: None,
+        reconnect_max_tries=1, revive_after_s=3.0,
+    )
+    try:
+        holder.start({TOKENS[0]: Mode.LTP})
+        deadline = time.monotonic() + 20
+        while holder.states()[0].phase is not Phase.GAVE_UP:
+            assert time.monotonic() < deadline, holder.states()
+            time.sleep(0.1)
+
+        # Kite (here: the simulator) comes back on the same address.
+        settings = Settings(sim_ws_port=port, sim_rest_port=0)
+        with SimulatorThread(settings):
+            assert holder.wait_until_open(TOKENS[0], 30), holder.states()
+            assert holder.states()[0].phase is Phase.OPEN
+            holder.stop()
+    finally:
+        holder.stop()
+
+
+def test_frames_beyond_the_backlog_are_dropped_and_counted_not_queued():
+    # A server that accepts and never answers stands for a Redis that hangs.
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        client = redis.Redis(port=mute.getsockname()[1], socket_timeout=3)
+        fanout = TickFanout(client, "ticks", "sim-a", max_backlog=5)
+        fanout.start()
+        frame = struct.pack(">HHII", 1, 8, TOKENS[0], 12345)
+
+        for _ in range(40):
+            fanout.submit(frame)
+            time.sleep(0.002)
+        stats = fanout.stats()
+
+    assert stats.frames_received == 40
+    assert stats.backlog == 5
+    assert stats.frames_dropped >= 40 - 5 - 5
+    assert stats.ticks_published == 0
