@@ -102,11 +102,17 @@ class AccountWorker:
                  self.account.id, len(initial))
 
     def stop(self) -> None:
+        """Close the sockets first (Kite frees the slot), then give the account up."""
         self._stopping.set()
+        self._wake.set()
         self._holder.stop()
         self._fanout.stop()
-        self._client.delete(state_key(self.settings.key_prefix, self.account.id))
-        self._lease.release()
+        try:
+            self._client.delete(state_key(self.settings.key_prefix, self.account.id))
+            self._lease.release()
+        except redis.RedisError as exc:
+            # The lease then lapses by itself within worker_lease_s.
+            log.warning("lease not released account=%s: %s", self.account.id, exc)
         log.info("account worker stopped account=%s", self.account.id)
 
     def apply_subscribe(self, instrument_token: int, mode: Mode, version: int | None) -> None:
