@@ -51,6 +51,8 @@ def web(workers: int) -> None:
         "--workers", str(workers),
         "--access-logfile", "-",
         "--graceful-timeout", "5",
+        # Unused here, and its default path is shared by every stack on the host.
+        "--no-control-socket",
         "web.wsgi:app",
     )
 

@@ -75,9 +75,17 @@ class SubscriptionService:
         self._queue_of = queue_of
         self._broker = broker
 
-    def subscribe(self, instrument_token: int, mode: Mode) -> SubscribeOutcome:
-        """Place a token on a live account with room and queue its subscribe."""
+    def subscribe(self, instrument_token: int, mode: Mode | None) -> SubscribeOutcome:
+        """Place a token on a live account with room and queue its subscribe.
+
+        With no mode, a live subscription keeps its own and a new one gets QUOTE.
+        """
         instrument = self._universe.lookup(instrument_token)
+        if mode is None:
+            with self._pool.connection() as conn:
+                current = store.get(conn, instrument_token)
+            live = current is not None and current.status in (Status.PENDING, Status.ACTIVE)
+            mode = current.requested_mode if live else Mode.QUOTE
         alive = self._placeable_accounts()
         task_id = str(uuid.uuid4())
         with self._pool.connection() as conn:

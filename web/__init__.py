@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
@@ -36,7 +38,10 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 
     @app.before_request
     def _request_id() -> None:
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        # A caller's own id is kept when it is a plain token; anything else is
+        # replaced rather than echoed into headers and logs.
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @app.after_request
     def _echo_request_id(response):  # type: ignore[no-untyped-def]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ticker.service import SubscriptionService
 from ticker.ticks import IST
@@ -27,12 +29,23 @@ def _parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
 
 
 def _json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
+    if not request.is_json:
         raise ApiError(400, "invalid_json",
-                       "the body must be a JSON object (Content-Type: application/json)")
+                       "send the body as JSON with Content-Type: application/json")
+    raw = request.get_data(cache=True)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if len(raw) >= limit:
+        # A chunked body carries no length to refuse up front: the server reads it up
+        # to the limit and stops, so reaching the limit means it was too large.
+        raise RequestEntityTooLarge(f"the body must be under {limit} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        raise ApiError(400, "invalid_json",
+                       f"the body must be a JSON object, not {type(body).__name__}")
     return body
 
 

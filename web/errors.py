@@ -7,10 +7,10 @@ from typing import Any
 
 import psycopg
 import redis
-from flask import Flask, g, jsonify
+from flask import Flask, g, jsonify, request
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ticker.errors import (
     CapacityExhausted,
@@ -88,6 +88,16 @@ def register_error_handlers(app: Flask) -> None:
     def _redis_down(exc: Exception):  # type: ignore[no-untyped-def]
         log.warning("redis unavailable: %s", exc)
         return _answer(ApiError(503, "redis_unavailable", "Redis is not answering; retry shortly"))
+
+    @app.errorhandler(MethodNotAllowed)
+    def _method(exc: MethodNotAllowed):  # type: ignore[no-untyped-def]
+        allowed = sorted(exc.valid_methods or [])
+        response, status = _answer(ApiError(
+            405, "method_not_allowed",
+            f"{request.method} is not allowed here; use {', '.join(allowed)}",
+        ))
+        response.headers["Allow"] = ", ".join(allowed)
+        return response, status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from ticker.backfill import INTERVALS
 from ticker.subscriptions import Mode, Status
@@ -19,11 +27,15 @@ class SubscribeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instrument_token: StrictInt = Field(ge=1, le=MAX_INSTRUMENT_TOKEN)
-    requested_mode: Mode = Mode.QUOTE
+    # None keeps a live subscription's mode, and means QUOTE (Kite's own default)
+    # for a new one, so "make sure it is subscribed" never changes a mode.
+    requested_mode: Mode | None = None
 
     @field_validator("requested_mode", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
+        if value is None:
+            return None
         if not isinstance(value, str):
             raise ValueError("must be one of LTP, QUOTE or FULL")
         try:
@@ -37,6 +49,11 @@ class ListQuery(BaseModel):
 
     account: StrictStr | None = None
     status: Status | None = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
 
 class TokenPath(BaseModel):
@@ -60,9 +77,23 @@ class CandlesQuery(BaseModel):
     end: datetime | None = Field(None, alias="to")
     limit: int = Field(10_000, ge=1, le=100_000)
 
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("start", "end")
     @classmethod
     def _ist_when_naive(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=IST)
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _not_before_start(cls, value: datetime | None, info: ValidationInfo
+                          ) -> datetime | None:
+        start = info.data.get("start")
+        if value is not None and start is not None and start > value:
+            raise ValueError("must not be before from")
         return value

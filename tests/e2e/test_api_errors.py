@@ -119,3 +119,59 @@ def test_a_bad_list_filter_is_422_naming_it(stack, params, field):
 
     assert answer.status_code == 422
     assert answer.json()["error"]["field"] == field
+
+
+def test_deeply_nested_json_is_400_not_a_crash(stack, unchanged):
+    deep = b"[" * 5000 + b"]" * 5000
+
+    error = assert_error(post(stack, raw=deep), 400, "invalid_json")
+
+    assert "nested too deeply" in error["message"]
+
+
+def test_a_chunked_body_over_one_mebibyte_is_413(stack, unchanged):
+    chunks = (b"x" * 65536 for _ in range(32))
+
+    answer = requests.post(f"{stack.api}/subscriptions", data=chunks,
+                           headers={"Content-Type": "application/json"}, timeout=10)
+
+    assert_error(answer, 413, "request_entity_too_large")
+
+
+def test_a_body_without_the_json_content_type_says_so(stack, unchanged):
+    error = assert_error(post(stack, raw=b'{"instrument_token": 13660418}',
+                              content_type="text/plain"), 400, "invalid_json")
+
+    assert "Content-Type: application/json" in error["message"]
+
+
+def test_a_wrong_method_names_the_allowed_ones(stack):
+    answer = requests.put(f"{stack.api}/subscriptions", timeout=10)
+
+    assert answer.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
+    assert "use GET" in answer.json()["error"]["message"]
+
+
+def test_candles_from_after_to_is_422_naming_to(stack):
+    answer = requests.get(f"{stack.api}/subscriptions/{NIFTY_CE}/candles",
+                          params={"from": "2026-12-04", "to": "2026-12-03"}, timeout=10)
+
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "to"
+
+
+def test_a_hostile_request_id_is_replaced_not_echoed(stack):
+    answer = requests.get(f"{stack.api}/health", headers={"X-Request-ID": "<script>x"},
+                          timeout=10)
+    kept = requests.get(f"{stack.api}/health", headers={"X-Request-ID": "abc-123"},
+                        timeout=10)
+
+    assert answer.headers["X-Request-ID"] != "<script>x"
+    assert kept.headers["X-Request-ID"] == "abc-123"
+
+
+def test_filters_take_any_case(stack):
+    answer = requests.get(f"{stack.api}/subscriptions", params={"status": "ACTIVE"},
+                          timeout=10)
+
+    assert answer.status_code == 200

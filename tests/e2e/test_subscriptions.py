@@ -243,3 +243,18 @@ def test_health_reports_every_part(stack):
     assert (body["database"], body["redis"]) == ("ok", "ok")
     assert set(body["workers"]) == {"sim-a", "sim-b"}
     assert all(w["alive"] and w["connections_open"] >= 1 for w in body["workers"].values())
+
+
+def test_a_subscribe_without_a_mode_keeps_a_live_subscriptions_mode(stack, events, cleanup):
+    [token] = nfo_tokens(stack, 1, skip=70)
+    cleanup.append(token)
+    subscribe(stack, token, "FULL")
+    events.wait_for(event_for(token, "subscription_created"), EVENT_TIMEOUT_S)
+
+    again = requests.post(f"{stack.api}/subscriptions", json={"instrument_token": token},
+                          timeout=10)
+
+    assert again.status_code == 200
+    assert again.json()["requested_mode"] == "FULL"
+    time.sleep(0.5)
+    assert events.matching(event_for(token, "subscription_updated")) == []
