@@ -25,6 +25,10 @@ from ticker.storage.pool import make_pool
 
 log = logging.getLogger(__name__)
 
+# The official client logs every close, even a clean one it asked for, at ERROR and
+# without the account; the socket holder logs each with its context instead.
+logging.getLogger("kiteconnect.ticker").setLevel(logging.CRITICAL)
+
 WORKER_ACCOUNT_ENV = "TICKER_WORKER_ACCOUNT"
 
 _current: AccountWorker | None = None

@@ -134,7 +134,8 @@ def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -
             return EXIT_OK if stop.is_set() else EXIT_FAILED
 
         supervisor = Supervisor(relay, env)
-        cleanup.callback(supervisor.stop_all)
+        # The simulator stops last, so workers close their sockets to it cleanly.
+        cleanup.callback(supervisor.stop_all, last=("simulator",))
         for name, argv in stack_commands(accounts).items():
             supervisor.start(name, argv)
         return _supervise(supervisor, settings, stop, up_timeout_s)

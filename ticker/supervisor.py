@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -224,19 +224,25 @@ class Supervisor:
             elif child.restart_at is not None and now >= child.restart_at:
                 self._restart(child, now)
 
-    def stop_all(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM every child's group, then SIGKILL the groups still there."""
+    def stop_all(self, timeout_s: float = STOP_TIMEOUT_S, last: Iterable[str] = ()) -> None:
+        """SIGTERM every child's group, then SIGKILL the groups still there.
+
+        Children named in `last` are stopped after all the others, so the clients
+        of a server among them can close their connections to it cleanly first.
+        """
+        later = set(last)
         children = list(self._children.values())
         self._children.clear()
-        if not children:
-            return
-
-        logger.info("stopping %s", ", ".join(c.name for c in children))
-        stop_groups(
-            {c.process: signal.SIGTERM for c in children},
-            timeout_s,
-            names={c.process.pid: c.name for c in children},
-        )
+        for batch in ([c for c in children if c.name not in later],
+                      [c for c in children if c.name in later]):
+            if not batch:
+                continue
+            logger.info("stopping %s", ", ".join(c.name for c in batch))
+            stop_groups(
+                {c.process: signal.SIGTERM for c in batch},
+                timeout_s,
+                names={c.process.pid: c.name for c in batch},
+            )
 
     def _schedule_restart(self, child: _Child, now: float) -> None:
         assert child.process.returncode is not None
