@@ -28,8 +28,9 @@ from ticker.lease import AccountLease, lease_key
 from ticker.liveness import placeable_accounts, state_key
 from ticker.service import TaskSender
 from ticker.socket_holder import Phase, SocketHolder
+from ticker.storage import outbox
 from ticker.storage import subscriptions as store
-from ticker.subscriptions import Mode, Status, Subscription
+from ticker.subscriptions import Mode, Status
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ class AccountWorker:
                 "and will be confirmed on reconnect"
             )
         with self._pool.connection() as conn:
-            row, before = store.record_applied(
-                conn, instrument_token, self.account.id, mode, version
+            row = store.record_applied(
+                conn, instrument_token, self.account.id, mode, version, lifecycle_event
             )
         if row is None:
             # The request was withdrawn (or moved) before we got to it.
@@ -133,21 +134,21 @@ class AccountWorker:
             log.warning("subscribe dropped, no row account=%s token=%s",
                         self.account.id, instrument_token)
             return
-        self._announce(row, before, mode)
+        self.flush_events()
 
     def apply_unsubscribe(self, instrument_token: int, version: int | None) -> None:
         self._holder.unsubscribe(instrument_token)
         with self._pool.connection() as conn:
-            row, before = store.record_applied(
-                conn, instrument_token, self.account.id, None, version
+            row = store.record_applied(
+                conn, instrument_token, self.account.id, None, version, lifecycle_event
             )
         if row is not None:
-            self._announce(row, before, None)
+            self.flush_events()
 
-    def _announce(self, row: Subscription, before: Mode | None, after: Mode | None) -> None:
-        event = lifecycle_event(row, before, after)
-        if event is not None:
-            self._events.publish(event)
+    def flush_events(self) -> int:
+        """Publish what the outbox holds for this account; how many went out."""
+        with self._pool.connection() as conn:
+            return outbox.flush(conn, self.account.id, self._events.publish)
 
     def reconcile(self) -> int:
         """Converge the sockets to what the database asks; how many tokens needed it.
@@ -203,6 +204,8 @@ class AccountWorker:
             self._stopping.wait(0.2)
         while not self._stopping.is_set():
             try:
+                # Events a dead predecessor or an outage left behind go out first.
+                self.flush_events()
                 self.reconcile()
             except Exception:
                 log.exception("reconcile failed account=%s", self.account.id)

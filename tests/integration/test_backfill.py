@@ -46,7 +46,7 @@ def active_subscription(db, token: int = NIFTY_CE) -> None:
         db, Instrument(token, "NIFTY-TEST-CE", "NFO", "NFO-OPT"), Mode.FULL,
         [("sim-a", 100)], lambda _: True, str(uuid.uuid4()),
     ).subscription
-    store.record_applied(db, token, "sim-a", Mode.FULL, placed.version)
+    store.record_applied(db, token, "sim-a", Mode.FULL, placed.version, lambda *_: None)
 
 
 def make_runner(settings, simulator, pool, redis_client, accounts: Accounts | None = None):

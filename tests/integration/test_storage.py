@@ -10,11 +10,23 @@ import psycopg
 import pytest
 
 from ticker.errors import CapacityExhausted, SubscriptionNotFound
+from ticker.events import lifecycle_event
 from ticker.instruments import Instrument
+from ticker.storage import outbox
 from ticker.storage import subscriptions as store
 from ticker.subscriptions import Mode, Status
 
 LIMITS = [("acct-a", 30), ("acct-b", 20)]
+
+
+@pytest.fixture(autouse=True)
+def empty_outbox(db):
+    yield
+    db.execute("TRUNCATE event_outbox")
+
+
+def stored_events(db) -> list[dict]:
+    return [row[0] for row in db.execute("SELECT payload FROM event_outbox ORDER BY id")]
 
 
 def instrument(token: int) -> Instrument:
@@ -51,7 +63,7 @@ def test_the_same_request_twice_needs_no_second_task(db):
 
 def test_a_mode_change_keeps_the_account_and_bumps_the_version(db):
     first = place(db, 5, Mode.FULL)
-    store.record_applied(db, 5, first.subscription.account_id, Mode.FULL, 1)
+    store.record_applied(db, 5, first.subscription.account_id, Mode.FULL, 1, lifecycle_event)
 
     changed = place(db, 5, Mode.LTP)
 
@@ -112,16 +124,18 @@ def test_a_stale_task_does_not_settle_a_newer_request(db):
     placed = place(db, 9).subscription
     removal = store.request_removal(db, 9, "task-2")
 
-    row, before = store.record_applied(db, 9, placed.account_id, Mode.FULL, placed.version)
+    row = store.record_applied(db, 9, placed.account_id, Mode.FULL, placed.version,
+                               lifecycle_event)
 
-    assert before is None
     assert row.applied_mode is Mode.FULL
     assert row.status is Status.REMOVING  # the queued removal still decides
 
-    row, before = store.record_applied(db, 9, placed.account_id, None, removal.version)
+    row = store.record_applied(db, 9, placed.account_id, None, removal.version,
+                               lifecycle_event)
 
-    assert before is Mode.FULL
     assert (row.status, row.applied_mode) == (Status.REMOVED, None)
+    assert [e["event_type"] for e in stored_events(db)] == [
+        "subscription_created", "subscription_removed"]
 
 
 def test_removing_an_unknown_token_is_not_found(db):
@@ -135,7 +149,7 @@ def test_undo_restores_the_row_a_failed_dispatch_changed(db):
     assert store.get(db, 11) is None
 
     live = place(db, 12).subscription
-    store.record_applied(db, 12, live.account_id, Mode.FULL, live.version)
+    store.record_applied(db, 12, live.account_id, Mode.FULL, live.version, lifecycle_event)
     before = store.get(db, 12)
     removal = store.request_removal(db, 12, "task")
     store.undo(db, removal, before)
@@ -159,3 +173,44 @@ def test_moving_off_an_account_fills_the_others_and_strands_the_rest(db):
     assert (left.account_id, left.status) == ("acct-a", Status.PENDING)
     assert left.status_reason.startswith("token refused; all 2 live accounts are full")
     assert store.usage_by_account(db) == {"acct-a": 1, "acct-b": 2, "acct-c": 1}
+
+
+def test_an_applied_change_is_stored_with_its_event_and_a_repeat_adds_none(db):
+    placed = place(db, 21, Mode.LTP).subscription
+
+    store.record_applied(db, 21, placed.account_id, Mode.LTP, placed.version,
+                         lifecycle_event)
+    store.record_applied(db, 21, placed.account_id, Mode.LTP, placed.version,
+                         lifecycle_event)
+
+    [event] = stored_events(db)
+    assert (event["event_type"], event["instrument_token"]) == ("subscription_created", 21)
+
+
+def test_a_flush_publishes_in_order_and_empties_the_outbox(db):
+    placed = place(db, 22, Mode.FULL).subscription
+    store.record_applied(db, 22, placed.account_id, Mode.FULL, placed.version,
+                         lifecycle_event)
+    store.record_applied(db, 22, placed.account_id, Mode.QUOTE, placed.version,
+                         lifecycle_event)
+    published = []
+
+    assert outbox.flush(db, placed.account_id, published.append) == 2
+
+    assert [e["event_type"] for e in published] == [
+        "subscription_created", "subscription_updated"]
+    assert stored_events(db) == []
+
+
+def test_a_failed_publish_keeps_the_events_for_the_next_flush(db):
+    placed = place(db, 23, Mode.FULL).subscription
+    store.record_applied(db, 23, placed.account_id, Mode.FULL, placed.version,
+                         lifecycle_event)
+
+    def refuse(event):
+        raise ConnectionError("redis is away")
+
+    with pytest.raises(ConnectionError):
+        outbox.flush(db, placed.account_id, refuse)
+
+    assert len(stored_events(db)) == 1

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from ticker.capacity import AccountLoad, choose_account
 from ticker.errors import CapacityExhausted, NoLiveWorker, SubscriptionNotFound
 from ticker.instruments import Instrument
+from ticker.storage import outbox
 from ticker.subscriptions import LIVE_STATUSES, Mode, Status, Subscription
 
 # Any constant works: it only has to be the same in every process that places.
@@ -171,12 +172,14 @@ def record_applied(
     account_id: str,
     applied_mode: Mode | None,
     version: int | None,
-) -> tuple[Subscription | None, Mode | None]:
-    """Store what the worker put on its socket; return the row and the mode it had before.
+    announce: Callable[[Subscription, Mode | None, Mode | None], dict[str, Any] | None],
+) -> Subscription | None:
+    """Store what the worker put on its socket, and the event that says so.
 
-    The status moves to active (or removed) only when `version` is still the row's
-    latest request, so a stale task never overrides a newer request still queued.
-    A `version` of None settles whatever the row currently asks for (start-up).
+    `announce(row, before, after)` builds the event for the change of mode; it goes
+    into the outbox in the same transaction. The status moves to active (or removed)
+    only when `version` is still the row's latest request, so a stale task never
+    overrides a newer request still queued; None settles whatever the row asks for.
     """
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
@@ -186,7 +189,7 @@ def record_applied(
         )
         row = cur.fetchone()
         if row is None:
-            return None, None
+            return None
         before = _subscription(row)
         settles = version is None or version == before.version
         status = before.status
@@ -202,9 +205,12 @@ def record_applied(
             (applied_mode.value if applied_mode else None, status.value,
              applied_mode is not None, instrument_token),
         )
-        after = _subscription(cur.fetchone())
         # The row as applied, but still naming the account it left, for the event.
-        return replace(after, moved_from=before.moved_from), before.applied_mode
+        after = replace(_subscription(cur.fetchone()), moved_from=before.moved_from)
+        event = announce(after, before.applied_mode, applied_mode)
+        if event is not None:
+            outbox.add(cur, account_id, event)
+        return after
 
 
 def move_off(
