@@ -27,7 +27,7 @@ ADMIN_DATABASE_URL = os.environ.get(
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 SAMPLES_DIR = Path(
     os.environ.get(
-        "TICKER_KITE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "kite-samples"
+        "TICKER_KITE_SAMPLES", Path(__file__).resolve().parent / "data" / "kite-samples"
     )
 )
 
