@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from ticker.accounts import Account, Accounts, load_accounts
 from ticker.config import Settings
-from ticker.errors import SocketUnavailable, TickerError
+from ticker.errors import SocketUnavailable, SubscriptionRefused, TickerError
 from ticker.events import EventPublisher, lifecycle_event
 from ticker.fanout import TickFanout
 from ticker.lease import AccountLease, lease_key
@@ -117,6 +117,11 @@ class AccountWorker:
         log.info("account worker stopped account=%s", self.account.id)
 
     def apply_subscribe(self, instrument_token: int, mode: Mode, version: int | None) -> None:
+        """Put a token on the socket and record it; raises SubscriptionRefused.
+
+        A refused token is recorded as pending with Kite's reason, and nothing is
+        announced: reconcile rounds try it again.
+        """
         self._holder.subscribe(instrument_token, mode)
         if not self._holder.wait_until_open(instrument_token, SOCKET_OPEN_TIMEOUT_S):
             raise SocketUnavailable(
@@ -124,6 +129,12 @@ class AccountWorker:
                 f"not open after {SOCKET_OPEN_TIMEOUT_S:.0f} s; the change is kept "
                 "and will be confirmed on reconnect"
             )
+        try:
+            self._holder.wait_confirmed(instrument_token)
+        except SubscriptionRefused as exc:
+            with self._pool.connection() as conn:
+                store.mark_refused(conn, instrument_token, self.account.id, str(exc))
+            raise
         with self._pool.connection() as conn:
             row = store.record_applied(
                 conn, instrument_token, self.account.id, mode, version, lifecycle_event
@@ -183,7 +194,10 @@ class AccountWorker:
             if wanted is None:
                 self.apply_unsubscribe(token, row.version)
             else:
-                self.apply_subscribe(token, wanted, row.version)
+                try:
+                    self.apply_subscribe(token, wanted, row.version)
+                except SubscriptionRefused:
+                    continue  # recorded with its reason; the next round tries again
             changed += 1
         # Tokens of rows removed in the meantime are not listed: they go.
         for token in on_socket.keys() - {r.instrument_token for r in rows}:
@@ -286,6 +300,7 @@ class AccountWorker:
                     "phase": c.phase.value,
                     "tokens": c.tokens,
                     "last_frame_age_s": c.last_frame_age_s,
+                    "refusals": c.refusals,
                 }
                 for c in connections
             ],

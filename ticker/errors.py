@@ -43,3 +43,7 @@ class MalformedFrame(TickerError):
 
 class SocketUnavailable(TickerError):
     """An account's socket did not open in time to confirm a change."""
+
+
+class SubscriptionRefused(TickerError):
+    """Kite answered a subscribe with an error text frame instead of streaming it."""

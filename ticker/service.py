@@ -206,6 +206,8 @@ class SubscriptionService:
                 "connections_open": sum(1 for c in connections if c.get("open")),
                 "backlog": backlog.get(account.id),
                 "frames_dropped": state.get("frames_dropped", 0),
+                # Subscribes Kite answered with an error text frame since start.
+                "refusals": sum(c.get("refusals", 0) for c in connections),
             }
         failing = [part for part in ("database", "redis") if report[part] != "ok"]
         failing += [f"workers.{aid}" for aid, w in workers.items() if w["state"] != "ok"]

@@ -17,16 +17,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kiteconnect import KiteTicker
 from twisted.internet import reactor
+from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import blockingCallFromThread
 
-from ticker.errors import CapacityExhausted
+from ticker.errors import CapacityExhausted, MalformedFrame, SubscriptionRefused
 from ticker.subscriptions import Mode
+from ticker.ticks import packet_tokens
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,10 @@ SILENCE_TIMEOUT_S = 5.0
 WATCHDOG_EVERY_S = 1.0
 # After the client gives up reconnecting, the holder tries again this much later.
 REVIVE_AFTER_S = 60.0
+# Kite never acknowledges a subscribe; it refuses one with an error text frame. A
+# new token counts as subscribed once a tick for it arrives, or once this long has
+# passed with no error (an instrument that does not trade sends nothing).
+CONFIRM_WINDOW_S = 1.0
 
 _reactor_started = threading.Lock()
 
@@ -80,10 +87,19 @@ class ConnectionState:
     phase: Phase
     tokens: int
     last_frame_age_s: float | None
+    refusals: int = 0  # subscribes Kite answered with an error text frame
 
     @property
     def open(self) -> bool:
         return self.phase is Phase.OPEN
+
+
+@dataclass
+class _Awaiting:
+    """A token sent but not yet seen streaming, and whoever waits to know."""
+
+    timer: DelayedCall
+    waiters: list[Deferred[None]] = field(default_factory=list)
 
 
 class _Connection:
@@ -98,6 +114,9 @@ class _Connection:
         self.is_open = threading.Event()
         self.closed = threading.Event()
         self.last_frame_at: float | None = None
+        # New tokens sent on this connection and not yet streaming or refused.
+        self.awaiting: dict[int, _Awaiting] = {}
+        self.refusals = 0
 
 
 class SocketHolder:
@@ -118,6 +137,7 @@ class SocketHolder:
         silence_timeout_s: float = SILENCE_TIMEOUT_S,
         reconnect_max_tries: int = RECONNECT_MAX_TRIES,
         revive_after_s: float = REVIVE_AFTER_S,
+        confirm_window_s: float = CONFIRM_WINDOW_S,
     ) -> None:
         self.account_id = account_id
         self._api_key = api_key
@@ -129,8 +149,11 @@ class SocketHolder:
         self._silence_timeout_s = silence_timeout_s
         self._reconnect_max_tries = reconnect_max_tries
         self._revive_after_s = revive_after_s
+        self._confirm_window_s = confirm_window_s
         self._connections: list[_Connection] = []
         self._where: dict[int, _Connection] = {}
+        # Tokens Kite refused, with its reason, until they are subscribed again.
+        self._refused: dict[int, str] = {}
         self._watchdog: LoopingCall | None = None
         self._stopping = False
 
@@ -144,6 +167,15 @@ class SocketHolder:
     def subscribe(self, instrument_token: int, mode: Mode) -> None:
         """Put a token on a socket in `mode`, or change its mode if it is on one."""
         blockingCallFromThread(reactor, self._subscribe, instrument_token, mode)
+
+    def wait_confirmed(self, instrument_token: int) -> None:
+        """Return once Kite streams a newly sent token; raise SubscriptionRefused if not.
+
+        Kite never acknowledges a subscribe, but refuses one with an error text
+        frame: a token counts as subscribed at its first tick, or after the
+        confirmation window passes with no error. A refused token is off the socket.
+        """
+        blockingCallFromThread(reactor, self._confirmation, instrument_token)
 
     def unsubscribe(self, instrument_token: int) -> None:
         """Take a token off its socket; a token not on any socket is left alone."""
@@ -176,6 +208,7 @@ class SocketHolder:
                 phase=c.phase,
                 tokens=len(c.tokens),
                 last_frame_age_s=None if c.last_frame_at is None else now - c.last_frame_at,
+                refusals=c.refusals,
             )
             for c in list(self._connections)
         ]
@@ -220,6 +253,7 @@ class SocketHolder:
                 connection.ticker.ws.dropConnection(abort=True)
 
     def _subscribe(self, token: int, mode: Mode) -> None:
+        self._refused.pop(token, None)
         connection = self._where.get(token) or self._connection_with_room()
         previous = connection.tokens.get(token)
         if previous is mode:
@@ -234,12 +268,56 @@ class SocketHolder:
         connection.ticker.set_mode(mode.value, [token])
         log.debug("token sent account=%s token=%s mode=%s connection=%d",
                   self.account_id, token, mode.value, connection.index)
+        if previous is None and connection.phase is Phase.OPEN:
+            self._await_confirmation(connection, token)
+
+    def _await_confirmation(self, connection: _Connection, token: int) -> None:
+        if token not in connection.awaiting:
+            timer = reactor.callLater(  # type: ignore[attr-defined]
+                self._confirm_window_s, self._confirm, connection, token
+            )
+            connection.awaiting[token] = _Awaiting(timer)
+
+    def _confirmation(self, token: int) -> Deferred[None] | None:
+        if token in self._refused:
+            raise SubscriptionRefused(self._refused[token])
+        connection = self._where.get(token)
+        if connection is None or token not in connection.awaiting:
+            return None
+        waiter: Deferred[None] = Deferred()
+        connection.awaiting[token].waiters.append(waiter)
+        return waiter
+
+    def _confirm(self, connection: _Connection, token: int) -> None:
+        awaiting = connection.awaiting.pop(token)
+        if awaiting.timer.active():
+            awaiting.timer.cancel()
+        for waiter in awaiting.waiters:
+            waiter.callback(None)
+
+    def _refuse_awaiting(self, connection: _Connection, reason: Any) -> None:
+        # Kite's error text names no token; every token still waiting on this
+        # connection may be the one refused, so none is taken as subscribed.
+        for token, awaiting in list(connection.awaiting.items()):
+            del connection.awaiting[token]
+            awaiting.timer.cancel()
+            self._unsubscribe(token)
+            connection.refusals += 1
+            message = (f"Kite refused instrument {token} on account "
+                       f"{self.account_id!r}: {reason}")
+            self._refused[token] = message
+            log.error("subscribe refused account=%s token=%s connection=%d reason=%s",
+                      self.account_id, token, connection.index, reason)
+            for waiter in awaiting.waiters:
+                waiter.errback(SubscriptionRefused(message))
 
     def _unsubscribe(self, token: int) -> None:
         connection = self._where.pop(token, None)
         if connection is None:
             return
         del connection.tokens[token]
+        if token in connection.awaiting:
+            self._confirm(connection, token)  # nothing left to refuse
         if connection.opened_once:
             connection.ticker.unsubscribe([token])
 
@@ -341,6 +419,8 @@ class SocketHolder:
                 batch = tokens[start : start + TOKENS_PER_MESSAGE]
                 connection.ticker.subscribe(batch)
                 connection.ticker.set_mode(mode.value, batch)
+                for token in batch:
+                    self._await_confirmation(connection, token)
 
     def _on_close(self, connection: _Connection, code: Any, reason: Any) -> None:
         connection.is_open.clear()
@@ -364,11 +444,24 @@ class SocketHolder:
         # Code 0 is a Kite error text frame on a connection that stays up.
         log.error("socket error account=%s connection=%d code=%s reason=%s",
                   self.account_id, connection.index, code, reason)
+        if code == 0 and connection.awaiting:
+            self._refuse_awaiting(connection, reason)
 
     def _on_message(self, connection: _Connection, payload: bytes, binary: bool) -> None:
         connection.last_frame_at = time.monotonic()
         if binary and len(payload) > 1:  # one byte is a heartbeat
+            if connection.awaiting:
+                self._confirm_streaming(connection, payload)
             self._on_frame(payload)
+
+    def _confirm_streaming(self, connection: _Connection, frame: bytes) -> None:
+        try:
+            tokens = packet_tokens(frame)
+        except MalformedFrame:
+            return  # the fan-out reports it; it confirms nothing
+        for token in tokens:
+            if token in connection.awaiting:
+                self._confirm(connection, token)
 
     def _close_all(self) -> list[_Connection]:
         self._stopping = True

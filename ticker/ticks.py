@@ -84,6 +84,15 @@ def split_packets(frame: bytes) -> list[memoryview]:
     return packets
 
 
+_TOKEN = struct.Struct(">I")
+
+
+def packet_tokens(frame: bytes) -> list[int]:
+    """The instrument token of every packet in a frame, without parsing the rest."""
+    packets = split_packets(frame)
+    return [_TOKEN.unpack_from(p)[0] for p in packets if len(p) >= _TOKEN.size]
+
+
 def parse_frame(frame: bytes) -> list[Tick]:
     """Every tick in one binary frame, in packet order.
 

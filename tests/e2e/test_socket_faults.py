@@ -39,7 +39,8 @@ def fault_stack(run_id: str, tmp_path_factory: pytest.TempPathFactory):
     accounts = workdir / "accounts.yaml"
     shutil.copy(EXAMPLE_ACCOUNTS_FILE, accounts)
     with running_stack(f"{run_id}fault", workdir, TICKER_ACCOUNTS_FILE=str(accounts),
-                       TICKER_SIM_TICK_INTERVAL_S="0.5") as stack:
+                       TICKER_SIM_TICK_INTERVAL_S="0.5",
+                       TICKER_WORKER_RECONCILE_S="3") as stack:
         yield stack
 
 
@@ -134,6 +135,47 @@ def test_a_silent_socket_is_noticed_dropped_and_replaced(fault_stack):
     closed = sim(fault_stack, "GET", "closed", params={"api_key": "simkey_b"}).json()
     assert any(c["id"] == silent["id"] for c in closed)
     assert degraded_s < 10 and healed_s < 20
+
+
+def test_a_kite_error_text_frame_is_never_read_as_a_live_subscription(fault_stack):
+    limited = [connection for api_key in API_KEYS.values()
+               for connection in live_connections(fault_stack, api_key)]
+    token = nfo_tokens(fault_stack, 1, skip=380)[0]
+
+    def row() -> dict:
+        return requests.get(f"{fault_stack.api}/subscriptions/{token}", timeout=5).json()
+
+    with ChannelListener(fault_stack.redis_url, fault_stack.events_channel) as events:
+        try:
+            # Kite takes nothing more on any live connection: its answer is an error
+            # text frame on a socket that stays up.
+            for connection in limited:
+                sim(fault_stack, "POST", f"connections/{connection['id']}/limit",
+                    json={"instruments": len(connection["subscriptions"])})
+            answer = subscribe(fault_stack, token, "FULL")
+            account = answer.json()["account_id"]
+            wait_until(lambda: "Kite refused" in (row().get("status_reason") or ""), 20,
+                       "the refusal recorded on the subscription", fault_stack)
+            refused = row()
+            health = requests.get(f"{fault_stack.api}/health", timeout=10).json()
+            created_early = events.matching(event_for(token, "subscription_created"))
+        finally:
+            for connection in limited:
+                sim(fault_stack, "POST", f"connections/{connection['id']}/limit",
+                    json={"instruments": 3000})
+        # With room again, a reconcile round subscribes it and only then announces it.
+        events.wait_for(event_for(token, "subscription_created"), 30.0)
+        time.sleep(2)  # a second announcement would come with the next round
+        created = events.matching(event_for(token, "subscription_created"))
+
+    assert answer.status_code == 202
+    assert refused["status"] == "pending"
+    assert "Can't subscribe to more than" in refused["status_reason"]
+    assert created_early == []
+    assert health["workers"][account]["refusals"] >= 1
+    assert health["workers"][account]["state"] == "ok"  # the socket stayed up
+    assert len(created) == 1 and row()["status"] == "active"
+    assert row()["status_reason"] is None
 
 
 def test_a_refused_token_moves_the_subscriptions_and_a_new_token_restores_the_account(

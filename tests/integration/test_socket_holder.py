@@ -16,8 +16,10 @@ import requests
 
 from tests.conftest import free_port
 from ticker.config import Settings
-from ticker.errors import CapacityExhausted
+from ticker.accounts import Account
+from ticker.errors import CapacityExhausted, SubscriptionRefused
 from ticker.fanout import TickFanout
+from ticker.simulator.credentials import Credentials
 from ticker.simulator.threaded import SimulatorThread
 from ticker.socket_holder import Phase, SocketHolder
 from ticker.subscriptions import Mode
@@ -138,6 +140,38 @@ def test_a_holder_that_gave_up_reconnecting_tries_again_later(tmp_path):
             holder.stop()
     finally:
         holder.stop()
+
+
+def test_a_kite_error_text_frame_is_never_taken_as_a_subscription():
+    # Kite holds this api_key to one instrument a connection while the holder
+    # believes in three thousand: the second subscribe is answered with an error.
+    strict = Credentials([Account(id="sim-a", api_key="simkey_a",
+                                  access_token="simtoken_a",
+                                  max_instruments_per_connection=1)])
+    settings = Settings(sim_ws_port=0, sim_rest_port=0, sim_tick_interval_s=5)
+    with SimulatorThread(settings, credentials=strict) as sim:
+        holder = SocketHolder(
+            account_id="sim-a", api_key="simkey_a", access_token="simtoken_a",
+            ws_root=sim.ws_url, max_instruments_per_connection=3000, max_connections=1,
+            on_frame=lambda frame: None, confirm_window_s=3,
+        )
+        try:
+            holder.start({TOKENS[0]: Mode.FULL})
+            wait_open(holder, TOKENS[0])
+            holder.wait_confirmed(TOKENS[0])
+            holder.subscribe(TOKENS[1], Mode.FULL)
+            with pytest.raises(SubscriptionRefused, match="more than 1 instruments"):
+                holder.wait_confirmed(TOKENS[1])
+
+            assert holder.tokens() == {TOKENS[0]: Mode.FULL}
+            assert [s.refusals for s in holder.states()] == [1]
+            [connection] = connections(sim)
+            # One error for the subscribe and one for the mode sent with it.
+            refusal = "Can't subscribe to more than 1 instruments."
+            assert set(connection["errors_sent"]) == {refusal}
+            assert connection["subscriptions"] == {str(TOKENS[0]): "full"}
+        finally:
+            holder.stop()
 
 
 def test_frames_beyond_the_backlog_are_dropped_and_counted_not_queued():

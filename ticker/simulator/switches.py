@@ -9,6 +9,8 @@ open but goes mute, an access token that stops working.
     POST /_sim/connections/{id}/drop        {"code": 1006 | 1000}, default 1006
     POST /_sim/connections/{id}/silence     send nothing from now on
     POST /_sim/connections/{id}/resume      send again
+    POST /_sim/connections/{id}/limit       {"instruments": n}: refuse past n, with
+                                            Kite's error text frame
     POST /_sim/accounts/{api_key}/drop      the same for each live connection
     POST /_sim/accounts/{api_key}/silence   each current connection; new ones not
     POST /_sim/accounts/{api_key}/resume
@@ -75,6 +77,7 @@ class FaultSwitches:
             connection + "drop": self.drop_connection,
             connection + "silence": self.silence_connection,
             connection + "resume": self.resume_connection,
+            connection + "limit": self.limit_connection,
             account + "drop": self.drop_account,
             account + "silence": self.silence_account,
             account + "resume": self.resume_account,
@@ -101,6 +104,16 @@ class FaultSwitches:
         connection = self._connection(request)
         connection.resume()
         logger.info("sim switch resume id=%d", connection.id)
+        return web.json_response(connection.snapshot())
+
+    async def limit_connection(self, request: web.Request) -> web.Response:
+        """Change a live connection's instrument limit; subscribed tokens stay."""
+        connection = self._connection(request)
+        limit = (await _body(request)).get("instruments")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise _Refused(400, 'expected a JSON body {"instruments": n}, n >= 0')
+        connection.subscriptions.limit = limit
+        logger.info("sim switch limit id=%d instruments=%d", connection.id, limit)
         return web.json_response(connection.snapshot())
 
     async def drop_account(self, request: web.Request) -> web.Response:

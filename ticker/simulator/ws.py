@@ -27,7 +27,12 @@ from ticker.simulator.connections import Connection, ConnectionRegistry
 from ticker.simulator.credentials import Credentials
 from ticker.simulator.market import Market
 from ticker.simulator.packets import HEARTBEAT
-from ticker.simulator.subscriptions import InvalidCommand, Subscriptions, parse_command
+from ticker.simulator.subscriptions import (
+    UNSUBSCRIBE,
+    InvalidCommand,
+    Subscriptions,
+    parse_command,
+)
 from ticker.simulator.universe import Universe
 
 logger = logging.getLogger(__name__)
@@ -188,6 +193,24 @@ class TickerEndpoint:
                 "ticker subscribe refused id=%d reason=%s", connection.id, error
             )
             await self._send_error(connection, socket, error)
+        if command.action != UNSUBSCRIBE:
+            await self._send_snapshot(connection, socket, command.tokens)
+
+    async def _send_snapshot(
+        self,
+        connection: Connection,
+        socket: web.WebSocketResponse,
+        tokens: tuple[int, ...],
+    ) -> None:
+        """Send the current quote of just-subscribed tokens at once, as Kite does."""
+        modes = connection.subscriptions.modes
+        wanted = {token: modes[token] for token in tokens if token in modes}
+        if not wanted or connection.silenced or socket.closed:
+            return
+        frame = self._market.frame(wanted, self._clock.next_cycle() - 1)
+        with contextlib.suppress(ConnectionError):
+            await socket.send_bytes(frame)
+        connection.record_frame(len(wanted), len(frame))
 
     async def _send_error(
         self, connection: Connection, socket: web.WebSocketResponse, text: str

@@ -213,6 +213,26 @@ def record_applied(
         return after
 
 
+def mark_refused(
+    conn: psycopg.Connection[Any], instrument_token: int, account_id: str, reason: str
+) -> Subscription | None:
+    """Record that Kite refused a token: it is not streaming, so it waits, pending.
+
+    The worker's reconcile rounds try it again; `reason` says why it waits.
+    """
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""UPDATE subscriptions SET status = 'pending', applied_mode = NULL,
+                    status_reason = %s, updated_at = now()
+                WHERE instrument_token = %s AND account_id = %s
+                  AND status IN ('pending', 'active')
+                RETURNING {_COLUMNS}""",
+            (reason, instrument_token, account_id),
+        )
+        row = cur.fetchone()
+    return None if row is None else _subscription(row)
+
+
 def move_off(
     conn: psycopg.Connection[Any],
     account_id: str,
