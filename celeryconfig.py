@@ -6,6 +6,10 @@ _settings = Settings()
 
 broker_url = _settings.celery_broker_url
 broker_connection_retry_on_startup = True
+broker_transport_options = {
+    **_settings.broker_transport_options,
+    "visibility_timeout": _settings.broker_visibility_timeout_s,
+}
 # Results are never read back: the outcome of a task is its event on Redis.
 task_ignore_result = True
 

@@ -14,6 +14,7 @@ import redis
 from celery import Task
 
 from tasks.app import app
+from tasks.once import RunsOnce
 from ticker.accounts import load_accounts
 from ticker.backfill_runner import BackfillRunner
 from ticker.config import Settings
@@ -53,7 +54,8 @@ def runner() -> BackfillRunner:
         return _runner
 
 
-@app.task(name="ticker.backfill", bind=True, max_retries=BACKFILL_MAX_RETRIES)
+@app.task(name="ticker.backfill", base=RunsOnce, bind=True,
+          max_retries=BACKFILL_MAX_RETRIES)
 def backfill(self: Task, instrument_token: int, interval: str | None = None) -> None:
     """Fetch and store the token's missing candles; retried while Kite is busy."""
     interval = interval or Settings().backfill_interval
@@ -75,7 +77,7 @@ def backfill(self: Task, instrument_token: int, interval: str | None = None) -> 
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
-@app.task(name="ticker.backfill_gaps")
+@app.task(name="ticker.backfill_gaps", base=RunsOnce)
 def backfill_gaps() -> int:
     """Queue a gap fill for every active subscription; the pacer spreads the fetches."""
     tokens = runner().active_tokens()

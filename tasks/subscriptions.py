@@ -15,6 +15,7 @@ from celery import Task
 from psycopg_pool import PoolTimeout
 
 from tasks.app import app
+from tasks.once import RunsOnce
 from tasks.socket_step import current_worker
 from ticker.account_worker import AccountWorker
 from ticker.errors import SocketUnavailable
@@ -41,7 +42,8 @@ def _worker_for(account_id: str) -> AccountWorker:
     return worker
 
 
-@app.task(name="ticker.subscribe", bind=True, max_retries=SOCKET_RETRY_MAX)
+@app.task(name="ticker.subscribe", base=RunsOnce, bind=True,
+          max_retries=SOCKET_RETRY_MAX)
 def subscribe(self: Task, account_id: str, instrument_token: int, mode: str,
               version: int) -> None:
     """Put an instrument on the account's socket in `mode` (or change its mode)."""
@@ -55,7 +57,8 @@ def subscribe(self: Task, account_id: str, instrument_token: int, mode: str,
         raise self.retry(exc=exc, countdown=SOCKET_RETRY_COUNTDOWN_S) from exc
 
 
-@app.task(name="ticker.unsubscribe", bind=True, max_retries=SOCKET_RETRY_MAX)
+@app.task(name="ticker.unsubscribe", base=RunsOnce, bind=True,
+          max_retries=SOCKET_RETRY_MAX)
 def unsubscribe(self: Task, account_id: str, instrument_token: int, version: int) -> None:
     """Take an instrument off the account's socket."""
     log.info("unsubscribe account=%s token=%s task=%s",

@@ -7,6 +7,7 @@ passes it down explicitly; nothing else in the project reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,13 @@ class Settings(BaseSettings):
     # An account worker refreshes its liveness lease this often; the lease
     # lapses after `worker_lease_s`, so a dead worker stops receiving placements.
     worker_heartbeat_s: float = 2.0
+    # A task the broker handed out and that is still unacknowledged after this long
+    # is handed out again (Redis broker, late acks). It must outlast any countdown a
+    # task waits for; a delivery of a task that already ran is skipped (tasks/once).
+    broker_visibility_timeout_s: float = 3600.0
+    # More of kombu's Redis transport options, as JSON (say, how often it sweeps
+    # for messages past the visibility timeout); its defaults otherwise.
+    broker_transport_options: dict[str, Any] = {}
     worker_lease_s: float = 10.0
     # How often a worker converges its sockets to the database on its own.
     worker_reconcile_s: float = 30.0

@@ -10,6 +10,7 @@ and on Ctrl-C or SIGTERM stops every process it started before it exits.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -90,7 +91,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         alias = field.validation_alias
         choices = getattr(alias, "choices", None)
         variable = str(choices[0]) if choices else f"{prefix}{name}".upper()
-        environment[variable] = str(value)
+        # Complex fields are read back as JSON, as pydantic-settings expects.
+        environment[variable] = json.dumps(value) if isinstance(value, dict) else str(value)
     return environment
 
 

@@ -84,7 +84,8 @@ def test_stack_commands_use_the_ticker_script_beside_the_interpreter_by_default(
 
 
 def test_settings_environment_round_trips_through_settings(monkeypatch):
-    original = Settings(web_port=18080, events_channel="test:events")
+    original = Settings(web_port=18080, events_channel="test:events",
+                        broker_transport_options={"unacked_restore_interval": 1})
     for variable, value in settings_environment(original).items():
         monkeypatch.setenv(variable, value)
 
