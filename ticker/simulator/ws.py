@@ -28,7 +28,7 @@ from ticker.simulator.credentials import Credentials
 from ticker.simulator.market import Market
 from ticker.simulator.packets import HEARTBEAT
 from ticker.simulator.subscriptions import (
-    UNSUBSCRIBE,
+    MODE,
     InvalidCommand,
     Subscriptions,
     parse_command,
@@ -193,7 +193,7 @@ class TickerEndpoint:
                 "ticker subscribe refused id=%d reason=%s", connection.id, error
             )
             await self._send_error(connection, socket, error)
-        if command.action != UNSUBSCRIBE:
+        if command.action == MODE:
             await self._send_snapshot(connection, socket, command.tokens)
 
     async def _send_snapshot(
@@ -202,7 +202,11 @@ class TickerEndpoint:
         socket: web.WebSocketResponse,
         tokens: tuple[int, ...],
     ) -> None:
-        """Send the current quote of just-subscribed tokens at once, as Kite does."""
+        """Send the current quote of tokens whose mode was just set, at once.
+
+        Clients set the mode right after subscribing, so this is a new token's first
+        tick, in the mode asked for, without waiting for the next cycle.
+        """
         modes = connection.subscriptions.modes
         wanted = {token: modes[token] for token in tokens if token in modes}
         if not wanted or connection.silenced or socket.closed:
