@@ -3,7 +3,7 @@
 The reactor thread only drops each binary frame into a bounded queue, so a slow or
 absent Redis never stalls the sockets (a stalled reactor misses Kite's frames and gets
 cut). A publisher thread decodes the frames and publishes their ticks, one JSON
-message per tick, every frame drained in one go sharing one pipeline. When the queue
+message per tick, frames drained together and sent in pipelined round trips. When the queue
 is full, new frames are dropped and counted rather than queued without bound.
 """
 
@@ -23,8 +23,11 @@ from ticker.ticks import parse_frame
 
 log = logging.getLogger(__name__)
 
-# Most frames published in one pipeline round trip.
+# Most frames taken from the backlog at once.
 MAX_FRAMES_PER_BATCH = 256
+# Ticks sent per pipeline round trip: enough to amortise it, few enough that a
+# drained backlog is not held in memory whole before anything goes out.
+TICKS_PER_ROUND_TRIP = 2000
 # After a failed publish, wait this long before taking the next batch.
 PUBLISH_RETRY_PAUSE_S = 0.5
 
@@ -108,25 +111,27 @@ class TickFanout:
 
     def _publish(self, frames: list[bytes]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        count = 0
-        for frame in frames:
-            try:
-                ticks = parse_frame(frame)
-            except MalformedFrame as exc:
-                log.error("frame skipped account=%s bytes=%d: %s",
-                          self._account_id, len(frame), exc)
-                continue
-            for tick in ticks:
-                pipe.publish(self._channel, orjson.dumps(tick))
-            count += len(ticks)
-        if not count:
-            return
+        pending = 0
         try:
-            pipe.execute()
+            for frame in frames:
+                try:
+                    ticks = parse_frame(frame)
+                except MalformedFrame as exc:
+                    log.error("frame skipped account=%s bytes=%d: %s",
+                              self._account_id, len(frame), exc)
+                    continue
+                for tick in ticks:
+                    pipe.publish(self._channel, orjson.dumps(tick))
+                pending += len(ticks)
+                if pending >= TICKS_PER_ROUND_TRIP:
+                    pipe.execute()
+                    self._published += pending
+                    pending = 0
+            if pending:
+                pipe.execute()
+                self._published += pending
         except redis.RedisError as exc:
             self._failures += 1
             log.error("tick publish failed account=%s ticks=%d: %s",
-                      self._account_id, count, exc)
+                      self._account_id, pending, exc)
             time.sleep(PUBLISH_RETRY_PAUSE_S)
-            return
-        self._published += count
