@@ -301,6 +301,7 @@ class AccountWorker:
                     "tokens": c.tokens,
                     "last_frame_age_s": c.last_frame_age_s,
                     "refusals": c.refusals,
+                    "reconnects": c.reconnects,
                 }
                 for c in connections
             ],

@@ -53,6 +53,17 @@ class SubscribeOutcome:
     accepted: bool  # False when the same request was already pending or live
 
 
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """The figures /metrics turns into Prometheus series; None where a source failed."""
+
+    accounts: Accounts
+    counts: dict[tuple[str, str], int] | None  # (account, status) -> subscriptions
+    alive: set[str] | None
+    worker_states: dict[str, dict[str, Any]] | None
+    queue_backlogs: dict[str, int]
+
+
 class SubscriptionService:
     def __init__(
         self,
@@ -216,6 +227,21 @@ class SubscriptionService:
         if failing:
             report["failing"] = failing
         return report
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """What /metrics reports, each source read on its own; a missing one is None."""
+        counts = states = alive = None
+        try:
+            with self._pool.connection(timeout=2) as conn:
+                counts = store.count_by_account_and_status(conn)
+        except Exception as exc:
+            log.warning("metrics without the database: %s", type(exc).__name__)
+        try:
+            alive = self._alive_accounts()
+            states = self._worker_states()
+        except redis.RedisError as exc:
+            log.warning("metrics without Redis: %s", type(exc).__name__)
+        return MetricsSnapshot(self._accounts, counts, alive, states, self._backlogs())
 
     def _alive_accounts(self) -> set[str]:
         return alive_accounts(self._client, self._key_prefix, self._accounts)

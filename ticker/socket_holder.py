@@ -88,6 +88,7 @@ class ConnectionState:
     tokens: int
     last_frame_age_s: float | None
     refusals: int = 0  # subscribes Kite answered with an error text frame
+    reconnects: int = 0  # attempts to dial again after the connection was lost
 
     @property
     def open(self) -> bool:
@@ -117,6 +118,7 @@ class _Connection:
         # New tokens sent on this connection and not yet streaming or refused.
         self.awaiting: dict[int, _Awaiting] = {}
         self.refusals = 0
+        self.reconnects = 0
 
 
 class SocketHolder:
@@ -209,6 +211,7 @@ class SocketHolder:
                 tokens=len(c.tokens),
                 last_frame_age_s=None if c.last_frame_at is None else now - c.last_frame_at,
                 refusals=c.refusals,
+                reconnects=c.reconnects,
             )
             for c in list(self._connections)
         ]
@@ -355,10 +358,7 @@ class SocketHolder:
         ticker.on_message = lambda ws, payload, binary: self._on_message(
             connection, payload, binary
         )
-        ticker.on_reconnect = lambda ws, attempt: log.warning(
-            "socket reconnecting account=%s connection=%d attempt=%d",
-            self.account_id, connection.index, attempt,
-        )
+        ticker.on_reconnect = lambda ws, attempt: self._on_reconnect(connection, attempt)
         ticker.on_noreconnect = lambda ws: self._on_gave_up(connection)
         connection.phase = Phase.CONNECTING
         # The reactor already runs on our thread, so connect() only dials.
@@ -381,6 +381,11 @@ class SocketHolder:
         connection.ticker = self._new_ticker()
         connection.opened_once = False
         self._dial(connection)
+
+    def _on_reconnect(self, connection: _Connection, attempt: int) -> None:
+        connection.reconnects += 1
+        log.warning("socket reconnecting account=%s connection=%d attempt=%d",
+                    self.account_id, connection.index, attempt)
 
     def _on_gave_up(self, connection: _Connection) -> None:
         if connection.phase is Phase.AUTH_FAILED or self._stopping:

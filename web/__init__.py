@@ -9,12 +9,14 @@ from typing import Any
 
 import redis
 from flask import Flask, g, request
+from prometheus_client import CollectorRegistry
 
 from tasks.app import app as celery_app
 from tasks.sender import CeleryTaskSender
 from ticker.accounts import load_accounts
 from ticker.config import Settings
 from ticker.instruments import InstrumentUniverse, fetch_from_kite
+from ticker.metrics import ServiceCollector
 from ticker.service import SubscriptionService
 from ticker.storage.pool import make_pool
 from web.api import api
@@ -35,6 +37,10 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["ticker.service"] = service or _wire(settings)
+    # A registry of the app's own: the series describe the service, not the process.
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(ServiceCollector(app.extensions["ticker.service"].metrics_snapshot))
+    app.extensions["ticker.metrics"] = metrics
 
     @app.before_request
     def _request_id() -> None:

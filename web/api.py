@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -51,6 +52,14 @@ def _json_body() -> Any:
 
 def _token(raw: str) -> int:
     return _parse(TokenPath, {"instrument_token": raw}).instrument_token  # type: ignore[no-any-return]
+
+
+@api.get("/metrics")
+def metrics():  # type: ignore[no-untyped-def]
+    registry = current_app.extensions["ticker.metrics"]
+    # The library picks the exposition format the scraper's Accept header asks for.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(registry), headers={"Content-Type": content_type})
 
 
 @api.post("/subscriptions")

@@ -65,7 +65,11 @@ def test_a_missing_database_is_named_in_health_and_answers(settings, simulator):
 
     health = client.get("/health")
     listing = client.get("/subscriptions")
+    metrics = client.get("/metrics").get_data(as_text=True)
 
+    assert 'ticker_dependency_up{dependency="database"} 0.0' in metrics
+    assert 'ticker_dependency_up{dependency="redis"} 1.0' in metrics
+    assert "ticker_subscriptions{" not in metrics
     assert health.status_code == 503
     assert health.get_json()["database"].startswith("unavailable")
     assert "database" in health.get_json()["failing"]
@@ -78,7 +82,11 @@ def test_a_missing_redis_is_named_in_health_and_answers(settings, simulator):
 
     health = client.get("/health")
     subscribe = client.post("/subscriptions", json={"instrument_token": NIFTY_CE})
+    metrics = client.get("/metrics")
 
+    assert metrics.status_code == 200
+    assert 'ticker_dependency_up{dependency="redis"} 0.0' in metrics.get_data(as_text=True)
+    assert "ticker_worker_up{" not in metrics.get_data(as_text=True)
     assert health.status_code == 503
     assert health.get_json()["redis"].startswith("unavailable")
     assert subscribe.status_code == 503

@@ -313,6 +313,15 @@ def list_subscriptions(
         return [_subscription(row) for row in cur.fetchall()]
 
 
+def count_by_account_and_status(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], int]:
+    """How many subscriptions each account has in each status."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT account_id, status, count(*) FROM subscriptions GROUP BY 1, 2"
+        )
+        return {(account_id, status): n for account_id, status, n in cur.fetchall()}
+
+
 def usage_by_account(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Instruments each account's sockets carry or are about to."""
     with conn.cursor() as cur:
