@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from ticker.errors import CapacityExhausted, SubscriptionNotFound
-from ticker.events import lifecycle_event
+from tests.listen import ChannelListener
+from ticker.events import EventPublisher, lifecycle_event
 from ticker.instruments import Instrument
 from ticker.storage import outbox
 from ticker.storage import subscriptions as store
@@ -214,3 +215,31 @@ def test_a_failed_publish_keeps_the_events_for_the_next_flush(db):
         outbox.flush(db, placed.account_id, refuse)
 
     assert len(stored_events(db)) == 1
+
+
+def test_a_flush_repeated_after_a_crash_publishes_nothing_twice(
+        db, redis_client, redis_url, settings):
+    """A worker killed after its publish, before the outbox row's delete committed."""
+    placed = place(db, 24, Mode.LTP).subscription
+    store.record_applied(db, 24, placed.account_id, Mode.LTP, placed.version,
+                         lifecycle_event)
+    publisher = EventPublisher(redis_client, settings.events_channel, settings.key_prefix)
+
+    def publish_then_die(event):
+        publisher.publish(event)
+        raise SystemExit("killed before the delete committed")
+
+    with ChannelListener(redis_url, settings.events_channel) as events:
+        with pytest.raises(SystemExit):
+            outbox.flush(db, placed.account_id, publish_then_die)
+        assert len(stored_events(db)) == 1
+
+        assert outbox.flush(db, placed.account_id, publisher.publish) == 1
+        # A marker publish after it proves the listener has seen all before it.
+        redis_client.publish(settings.events_channel, b'{"event_type": "end"}')
+        events.wait_for(lambda m: m["event_type"] == "end", 5.0)
+
+    [created] = events.matching(lambda m: m["event_type"] == "subscription_created")
+    assert created["instrument_token"] == 24
+    assert created["event_id"]
+    assert stored_events(db) == []
