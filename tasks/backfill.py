@@ -47,7 +47,7 @@ def runner() -> BackfillRunner:
                     settings.historical_requests_per_window,
                     settings.historical_window_s,
                 ),
-                events=EventPublisher(client, settings.events_channel, settings.key_prefix),
+                events=EventPublisher.from_settings(client, settings),
                 rest_root=settings.kite_rest_root,
                 trading_days=settings.backfill_trading_days,
             )

@@ -109,6 +109,7 @@ def settings(database_url: str, redis_url: str, run_id: str) -> Settings:
         database_url=database_url,
         events_channel=f"test:{run_id}:events",
         ticks_channel=f"test:{run_id}:ticks",
+        events_stream=f"test:{run_id}:events:stream",
         key_prefix=f"test:{run_id}:",
         account_queue_prefix=f"test.{run_id}.account.",
     )

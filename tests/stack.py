@@ -190,6 +190,7 @@ def isolated_stack_env(run_id: str, **overrides: str) -> Iterator[dict[str, str]
         TICKER_KITE_REST_ROOT=f"http://127.0.0.1:{rest_port}",
         TICKER_EVENTS_CHANNEL=f"{namespace}:events",
         TICKER_TICKS_CHANNEL=f"{namespace}:ticks",
+        TICKER_EVENTS_STREAM=f"{namespace}:events:stream",
         TICKER_KEY_PREFIX=f"{namespace}:",
         TICKER_ACCOUNT_QUEUE_PREFIX=f"{namespace}.account.",
         TICKER_LOG_LEVEL="INFO",

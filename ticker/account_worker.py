@@ -63,7 +63,7 @@ class AccountWorker:
         self._lease = AccountLease(
             client, lease_key(settings.key_prefix, account.id), owner, settings.worker_lease_s
         )
-        self._events = EventPublisher(client, settings.events_channel, settings.key_prefix)
+        self._events = EventPublisher.from_settings(client, settings)
         self._fanout = TickFanout(
             client, settings.ticks_channel, account.id, settings.tick_backlog_frames
         )

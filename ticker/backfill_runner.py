@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+import redis
 from psycopg_pool import ConnectionPool
 
 from ticker.accounts import Accounts
@@ -23,6 +24,7 @@ from ticker.events import (
 )
 from ticker.historical import HistoricalPacer, KiteHistorical
 from ticker.storage import candles as candle_store
+from ticker.storage import outbox
 from ticker.storage import subscriptions as subscription_store
 from ticker.subscriptions import Status, Subscription
 from ticker.ticks import IST
@@ -80,7 +82,7 @@ class BackfillRunner:
             "candles_received": received,
             "candles_stored": stored,
         }
-        self._events.publish(backfill_event(BACKFILL_COMPLETED, subscription, details))
+        self._announce(subscription, backfill_event(BACKFILL_COMPLETED, subscription, details))
         log.info("backfill done token=%s account=%s interval=%s stored=%d received=%d",
                  instrument_token, subscription.account_id, interval, stored, received)
         return details
@@ -91,9 +93,20 @@ class BackfillRunner:
         log.warning("backfill failed token=%s interval=%s: %s",
                     instrument_token, interval, reason)
         if subscription is not None:
-            self._events.publish(backfill_event(
+            self._announce(subscription, backfill_event(
                 BACKFILL_FAILED, subscription, {"interval": interval, "reason": reason}
             ))
+
+    def _announce(self, subscription: Subscription, event: dict[str, Any]) -> None:
+        """Through the account's outbox, numbered and ordered with its other events."""
+        with self._pool.connection() as conn:
+            subscription_store.queue_event(conn, subscription, event)
+            try:
+                outbox.flush(conn, subscription.account_id, self._events.publish)
+            except redis.RedisError as exc:
+                # Stored: the account worker's next outbox flush sends it.
+                log.warning("backfill event left in the outbox token=%s account=%s: %s",
+                            subscription.instrument_token, subscription.account_id, exc)
 
     def _subscription(self, instrument_token: int) -> Subscription | None:
         with self._pool.connection() as conn:

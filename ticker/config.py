@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     events_channel: str = "ticker:nifty:events"
     ticks_channel: str = "ticker:nifty:ticks"
     key_prefix: str = "ticker:"
+    # Every event is also appended to this capped Redis Stream, for replay.
+    events_stream: str = "ticker:nifty:events:stream"
+    events_stream_maxlen: int = 100_000
 
     # Celery queue of one account is `<account_queue_prefix><account id>`.
     account_queue_prefix: str = "ticker.account."

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import redis
 
+from ticker.config import Settings
 from ticker.subscriptions import Mode, Subscription
 
 log = logging.getLogger(__name__)
@@ -25,15 +26,20 @@ BACKFILL_FAILED = "backfill_failed"
 # crash does not publish it again: far longer than any worker takes to come back.
 PUBLISHED_MARKER_TTL_S = 7 * 24 * 3600
 
-# Publish an event only if its id was never published: claiming the marker and
-# publishing happen in one script, which Redis runs atomically, so a worker that
-# dies after its publish but before it deletes the outbox row cannot announce the
-# change a second time when its outbox is flushed again.
+# Publish an event only if its id was never published: claiming the marker, the
+# append to the replay stream and the publish happen in one script, which Redis runs
+# atomically, so a worker that dies after its publish but before it deletes the
+# outbox row cannot announce the change a second time when the outbox is flushed
+# again. The stream entry's id is spliced into the published JSON as `stream_id`,
+# so a live listener knows where to resume a replay from.
 _PUBLISH_ONCE = """
-if redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
-  return redis.call('publish', ARGV[1], ARGV[2])
+if not redis.call('set', KEYS[1], '1', 'NX', 'EX', ARGV[3]) then
+  return {-1, false}
 end
-return -1
+local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[2])
+local listeners = redis.call('publish', ARGV[1],
+  '{"stream_id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+return {listeners, id}
 """
 
 
@@ -99,31 +105,75 @@ def backfill_event(
 
 
 class EventPublisher:
-    """Publishes events as JSON on one Redis pub/sub channel, each id at most once."""
+    """Publishes each event once: appended to a capped stream, then on the channel."""
 
-    def __init__(self, client: redis.Redis, channel: str, key_prefix: str) -> None:
+    def __init__(self, client: redis.Redis, channel: str, key_prefix: str,
+                 stream: str, stream_maxlen: int) -> None:
         self._client = client
         self._channel = channel
+        self._stream = stream
+        self._stream_maxlen = stream_maxlen
         self._marker_prefix = f"{key_prefix}event-published:"
         self._publish_once = client.register_script(_PUBLISH_ONCE)
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Publish `event` unless its `event_id` was published before."""
-        listeners = self._publish_once(
-            keys=[self._marker_prefix + event["event_id"]],
-            args=[self._channel, orjson.dumps(event), PUBLISHED_MARKER_TTL_S],
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> EventPublisher:
+        return cls(client, settings.events_channel, settings.key_prefix,
+                   settings.events_stream, settings.events_stream_maxlen)
+
+    def publish(self, event: dict[str, Any]) -> str | None:
+        """Publish `event`; its stream id, or None when its `event_id` went out before."""
+        listeners, stream_id = self._publish_once(
+            keys=[self._marker_prefix + event["event_id"], self._stream],
+            args=[self._channel, orjson.dumps(event), PUBLISHED_MARKER_TTL_S,
+                  self._stream_maxlen],
         )
         if listeners < 0:
             log.warning(
                 "event already published, not sent again id=%s type=%s token=%s",
                 event["event_id"], event["event_type"], event["instrument_token"],
             )
-            return
+            return None
         log.info(
-            "event published id=%s type=%s token=%s account=%s listeners=%d",
+            "event published id=%s stream_id=%s type=%s token=%s account=%s "
+            "sequence=%s listeners=%d",
             event["event_id"],
+            stream_id.decode(),
             event["event_type"],
             event["instrument_token"],
             event["metadata"]["account_id"],
+            event.get("sequence"),
             listeners,
         )
+        return stream_id.decode()  # type: ignore[no-any-return]
+
+
+def read_stream(client: redis.Redis, stream: str, after: str, limit: int
+                ) -> tuple[list[dict[str, Any]], bool]:
+    """Events stored after stream id `after` (oldest first, at most `limit`).
+
+    Also says whether some events after `after` may be gone: the stream is capped,
+    and once it has been trimmed past `after`, a replay from there is incomplete.
+    """
+    pipe = client.pipeline(transaction=True)
+    pipe.xrange(stream, min=f"({after}" if after != "0" else "-", count=limit)
+    pipe.xrange(stream, count=1)
+    pipe.xlen(stream)
+    entries, first, length = pipe.execute()
+    events = []
+    for entry_id, fields in entries:
+        events.append({"stream_id": entry_id.decode(), **orjson.loads(fields[b"event"])})
+    gap = False
+    if first:
+        added = client.xinfo_stream(stream)["entries-added"]
+        # Entries were trimmed, and the oldest one left is newer than `after`.
+        gap = added > length and _stream_id_after(first[0][0].decode(), after)
+    return events, gap
+
+
+def _stream_id_after(stream_id: str, other: str) -> bool:
+    def key(value: str) -> tuple[int, int]:
+        ms, _, seq = value.partition("-")
+        return int(ms), int(seq or 0)
+
+    return key(stream_id) > key(other)

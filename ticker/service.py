@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from ticker.accounts import Accounts
 from ticker.backfill import Candle
 from ticker.errors import SubscriptionNotFound, TickerError
+from ticker.events import read_stream
 from ticker.instruments import InstrumentUniverse
 from ticker.liveness import (
     alive_accounts,
@@ -73,6 +74,7 @@ class SubscriptionService:
         universe: InstrumentUniverse,
         sender: TaskSender,
         key_prefix: str,
+        events_stream: str,
         queue_of: Callable[[str], str] | None = None,
         broker: redis.Redis | None = None,
     ) -> None:
@@ -85,6 +87,7 @@ class SubscriptionService:
         # The broker's own view of each account's waiting tasks, when it is Redis.
         self._queue_of = queue_of
         self._broker = broker
+        self._events_stream = events_stream
 
     def subscribe(self, instrument_token: int, mode: Mode | None) -> SubscribeOutcome:
         """Place a token on a live account with room and queue its subscribe.
@@ -162,6 +165,10 @@ class SubscriptionService:
             found = candle_store.between(conn, instrument_token, interval, start, end,
                                          limit + 1)
         return found[:limit], len(found) > limit
+
+    def events(self, after: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Stored events after stream id `after`, and whether some may be trimmed away."""
+        return read_stream(self._client, self._events_stream, after, limit)
 
     def accounts(self) -> list[dict[str, Any]]:
         """Each account's limits, how much is used, and what its worker reports."""

@@ -81,4 +81,5 @@ def _wire(settings: Settings) -> SubscriptionService:
             if settings.celery_broker_url.startswith(("redis://", "rediss://"))
             else None
         ),
+        events_stream=settings.events_stream,
     )

@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ticker.service import SubscriptionService
 from ticker.ticks import IST
 from web.errors import ApiError, from_validation
-from web.schemas import CandlesQuery, ListQuery, SubscribeRequest, TokenPath
+from web.schemas import CandlesQuery, EventsQuery, ListQuery, SubscribeRequest, TokenPath
 
 api = Blueprint("api", __name__)
 
@@ -111,6 +111,19 @@ def list_candles(raw_token: str):  # type: ignore[no-untyped-def]
         ],
         "count": len(candles),
         "truncated": truncated,
+    })
+
+
+@api.get("/events")
+def replay_events():  # type: ignore[no-untyped-def]
+    query = _parse(EventsQuery, request.args.to_dict())
+    events, gap = _service().events(query.after, query.limit)
+    return jsonify({
+        "events": events,
+        "count": len(events),
+        # Where the next page starts: the last event's id, or `after` when none came.
+        "last_id": events[-1]["stream_id"] if events else query.after,
+        "gap": gap,
     })
 
 

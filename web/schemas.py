@@ -56,6 +56,15 @@ class ListQuery(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
+class EventsQuery(BaseModel):
+    """`after` is a stream id as events carry it in `stream_id`; 0 means from the oldest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: str = Field("0", pattern=r"^(0|[0-9]{1,20}-[0-9]{1,20})$")
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
 class TokenPath(BaseModel):
     instrument_token: int = Field(ge=1, le=MAX_INSTRUMENT_TOKEN)
 

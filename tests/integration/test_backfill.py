@@ -56,7 +56,7 @@ def make_runner(settings, simulator, pool, redis_client, accounts: Accounts | No
         accounts=accounts or load_accounts(settings.accounts_file),
         pool=pool,
         pacer=HistoricalPacer(redis_client, f"{settings.key_prefix}backfill-tests:", 3, 1.1),
-        events=EventPublisher(redis_client, settings.events_channel, settings.key_prefix),
+        events=EventPublisher.from_settings(redis_client, settings),
         rest_root=simulator.rest_url,
         trading_days=5,
     )

@@ -223,7 +223,7 @@ def test_a_flush_repeated_after_a_crash_publishes_nothing_twice(
     placed = place(db, 24, Mode.LTP).subscription
     store.record_applied(db, 24, placed.account_id, Mode.LTP, placed.version,
                          lifecycle_event)
-    publisher = EventPublisher(redis_client, settings.events_channel, settings.key_prefix)
+    publisher = EventPublisher.from_settings(redis_client, settings)
 
     def publish_then_die(event):
         publisher.publish(event)

@@ -209,8 +209,34 @@ def record_applied(
         after = replace(_subscription(cur.fetchone()), moved_from=before.moved_from)
         event = announce(after, before.applied_mode, applied_mode)
         if event is not None:
-            outbox.add(cur, account_id, event)
+            _queue_event(cur, instrument_token, account_id, event)
         return after
+
+
+def queue_event(conn: psycopg.Connection[Any], subscription: Subscription,
+                event: dict[str, Any]) -> None:
+    """Queue an event about a subscription outside a change (say, a backfill outcome)."""
+    with conn.transaction(), conn.cursor() as cur:
+        _queue_event(cur, subscription.instrument_token, subscription.account_id, event)
+
+
+def _queue_event(cur: psycopg.Cursor[Any], instrument_token: int, account_id: str,
+                 event: dict[str, Any]) -> None:
+    """Number the event in its token's sequence and put it in the account's outbox.
+
+    The row lock this takes orders a token's events: the numbers and the outbox ids
+    of one token rise together, and the outbox is published in id order.
+    """
+    with cur.connection.cursor() as plain:  # tuples, whatever the caller's rows are
+        plain.execute(
+            """UPDATE subscriptions SET event_seq = event_seq + 1
+               WHERE instrument_token = %s RETURNING event_seq""",
+            (instrument_token,),
+        )
+        row = plain.fetchone()
+        assert row is not None, f"no subscription row for token {instrument_token}"
+        event["sequence"] = row[0]
+        outbox.add(plain, account_id, event)
 
 
 def mark_refused(
