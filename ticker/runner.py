@@ -37,6 +37,8 @@ STACK_UP_TIMEOUT_S = 60.0
 # How often the runner looks at its children and, until the stack is up, probes it.
 POLL_INTERVAL_S = 0.25
 HEALTH_TIMEOUT_S = 2.0
+# Flower's refresh asks every worker and waits for the answers.
+FLOWER_TIMEOUT_S = 5.0
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -140,7 +142,8 @@ def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -
         cleanup.callback(supervisor.stop_all, last=("simulator",))
         for name, argv in stack_commands(accounts).items():
             supervisor.start(name, argv)
-        return _supervise(supervisor, settings, stop, up_timeout_s)
+        return _supervise(supervisor, settings, flower_worker_names(accounts), stop,
+                          up_timeout_s)
 
 
 def _migrate(relay: LineRelay, env: Mapping[str, str], stop: threading.Event) -> bool:
@@ -164,6 +167,7 @@ def _migrate(relay: LineRelay, env: Mapping[str, str], stop: threading.Event) ->
 def _supervise(
     supervisor: Supervisor,
     settings: Settings,
+    workers: set[str],
     stop: threading.Event,
     up_timeout_s: float,
 ) -> int:
@@ -175,7 +179,7 @@ def _supervise(
         if up:
             continue
 
-        waiting_for = not_ready(settings)
+        waiting_for = not_ready(settings, workers)
         if not waiting_for:
             up = True
             logger.info("stack up: %s (Ctrl-C stops it)", _addresses(settings))
@@ -192,8 +196,18 @@ def _supervise(
     return EXIT_OK
 
 
-def not_ready(settings: Settings) -> list[str]:
-    """What of the stack does not answer yet; empty when everything does."""
+def flower_worker_names(accounts: Iterable[Account]) -> set[str]:
+    """The Celery worker names (before the @host) that Flower must list."""
+    return {f"account-{account.id}" for account in accounts} | {"backfill"}
+
+
+def not_ready(settings: Settings, workers: set[str]) -> list[str]:
+    """What of the stack does not answer yet; empty when everything does.
+
+    Flower asks the workers about themselves once, at its own start, and may do so
+    before they are up; asking it to refresh until it lists every worker means its
+    API and dashboard show them all by the time the stack says it is up.
+    """
     sim_host = _reachable(settings.sim_host)
     web_host = _reachable(settings.web_host)
     waiting_for = []
@@ -208,7 +222,28 @@ def not_ready(settings: Settings) -> list[str]:
     health = _health_status(f"http://{_url_host(web_host)}:{settings.web_port}/health")
     if health != 200:
         waiting_for.append(f"web /health ({health})")
+    elif not waiting_for:
+        flower_host = _url_host(_reachable(settings.flower_host))
+        missing = workers - _flower_workers(
+            f"http://{flower_host}:{settings.flower_port}/api/workers?refresh=1", workers
+        )
+        if missing:
+            waiting_for.append(f"flower to list {', '.join(sorted(missing))}")
     return waiting_for
+
+
+def _flower_workers(url: str, expected: set[str]) -> set[str]:
+    """Worker names Flower lists; all of `expected` when its API is closed to us."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=FLOWER_TIMEOUT_S) as response:
+            listed = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        # Behind basic auth the runner cannot look; the port answering must do.
+        return expected if exc.code in (401, 403) else set()
+    except (OSError, ValueError):
+        return set()
+    return {name.split("@", 1)[0] for name in listed}
 
 
 def _health_status(url: str) -> int | str:

@@ -13,7 +13,9 @@ from celery import Celery
 
 from tests.e2e.test_subscriptions import nfo_tokens, subscribe, unsubscribe
 from tests.listen import ChannelListener
+from ticker.accounts import load_accounts
 from ticker.backfill import trading_days_back
+from ticker.config import EXAMPLE_ACCOUNTS_FILE
 from ticker.ticks import IST
 
 BACKFILL_TIMEOUT_S = 30.0
@@ -132,3 +134,36 @@ def test_the_gap_fill_job_fetches_exactly_what_is_missing(stack):
     assert candle_rows(stack, tokens[0]) == complete
     for token in tokens:
         unsubscribe(stack, token)
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_busy_or_failing_kite_is_retried_until_the_backfill_completes(stack, status):
+    [token] = nfo_tokens(stack, 1, skip=240 + status % 10)
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        account = subscribe(stack, token, "LTP").json()["account_id"]
+        events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S)
+        api_key = load_accounts(EXAMPLE_ACCOUNTS_FILE).get(account).api_key
+        failing = requests.post(
+            f"{stack.sim_rest}/_sim/accounts/{api_key}/historical-errors",
+            json={"status": status, "count": 2}, timeout=5)
+        assert failing.status_code == 200, failing.text
+
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            conn.execute(
+                """DELETE FROM candles WHERE instrument_token = %s AND start_at IN (
+                       SELECT start_at FROM candles WHERE instrument_token = %s
+                       ORDER BY start_at DESC LIMIT 10)""",
+                (token, token),
+            )
+        send_backfill(stack, token)
+        _, again = events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S, count=2)
+
+    answers = [r["status"] for r in requests.get(f"{stack.sim_rest}/_sim/historical",
+                                                 timeout=5).json()
+               if r["instrument_token"] == token]
+    # The first backfill's requests, then the two failures, then a success.
+    assert answers[-3:] == [status, status, 200]
+    assert again["metadata"]["candles_stored"] == 10
+    assert not events.matching(
+        lambda m: m["event_type"] == "backfill_failed" and m["instrument_token"] == token)
+    unsubscribe(stack, token)

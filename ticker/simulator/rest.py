@@ -7,8 +7,8 @@ Requests are checked the way Kite checks them, with an
 
 Middlewares run in the order `Simulator` lists them: `record` outermost, so the
 historical log holds every answer, 403 and 429 included; then `errors`,
-`authenticate`, and `throttle` last, so only an authenticated request uses up its
-api_key's allowance. A request later refused with 400 has still used its turn.
+`authenticate`, `inject_faults` (failures a test asked for) and `throttle` last, so
+only an authenticated request uses up its api_key's allowance. A request later refused with 400 has still used its turn.
 Only the historical route is limited (Kite: 3 requests a second per api_key); the
 rest of Kite's limits (10/s) are not simulated.
 """
@@ -26,6 +26,7 @@ from aiohttp import web
 from ticker.simulator import history
 from ticker.simulator.chain import IST
 from ticker.simulator.credentials import Credential, Credentials
+from ticker.simulator.historical_faults import ERROR_TYPES, HistoricalFaults
 from ticker.simulator.historical_log import HistoricalLog, HistoricalRequest
 from ticker.simulator.ratelimit import HISTORICAL_PER_S, SlidingWindowLimit
 from ticker.simulator.universe import Universe
@@ -65,6 +66,7 @@ class KiteRest:
         historical_per_s: float = HISTORICAL_PER_S,
         historical_log: HistoricalLog | None = None,
         reference_session: date | None = None,
+        faults: HistoricalFaults | None = None,
     ) -> None:
         """`historical_per_s` is per api_key; `math.inf` turns the limit off.
 
@@ -82,6 +84,7 @@ class KiteRest:
         self._reference_session = reference_session or history.latest_session(
             _ist_now()
         )
+        self._faults = faults or HistoricalFaults()
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/instruments", self.instruments)
@@ -141,6 +144,21 @@ class KiteRest:
             )
         request[_CREDENTIAL] = credential
         return await handler(request)
+
+    @web.middleware
+    async def inject_faults(
+        self, request: web.Request, handler: _Handler
+    ) -> web.StreamResponse:
+        """Fail a historical request as Kite would, when a test asked for it."""
+        credential = request.get(_CREDENTIAL)
+        if credential is None or request.match_info.route.name != HISTORICAL_ROUTE:
+            return await handler(request)
+        status = self._faults.take(credential.api_key)
+        if status is None:
+            return await handler(request)
+        logger.info("rest failed on request path=%s api_key=%s status=%d",
+                    request.path, credential.api_key, status)
+        return kite_error(status, ERROR_TYPES[status], f"Simulated failure ({status})")
 
     @web.middleware
     async def throttle(

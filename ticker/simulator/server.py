@@ -25,6 +25,7 @@ from ticker.simulator.debug import DebugApi
 from ticker.simulator.historical_log import HistoricalLog
 from ticker.simulator.market import Market
 from ticker.simulator.ratelimit import HISTORICAL_PER_S, SlidingWindowLimit
+from ticker.simulator.historical_faults import HistoricalFaults
 from ticker.simulator.rest import KiteRest
 from ticker.simulator.switches import FaultSwitches
 from ticker.simulator.universe import Universe, load_universe
@@ -135,11 +136,13 @@ class Simulator:
         return app
 
     def _rest_app(self) -> web.Application:
+        faults = HistoricalFaults()
         kite = KiteRest(
             self.universe,
             self.credentials,
             historical_per_s=self.historical_per_s,
             historical_log=self.historical_log,
+            faults=faults,
         )
         debug = DebugApi(
             self.registry,
@@ -155,9 +158,12 @@ class Simulator:
             self.historical_log,
             self.credentials,
         )
-        switches = FaultSwitches(self.registry, self.credentials)
+        switches = FaultSwitches(self.registry, self.credentials, faults)
         app = web.Application(
-            middlewares=[kite.record, kite.errors, kite.authenticate, kite.throttle]
+            middlewares=[
+                kite.record, kite.errors, kite.authenticate, kite.inject_faults,
+                kite.throttle,
+            ]
         )
         kite.register(app)
         debug.register(app)

@@ -16,6 +16,9 @@ open but goes mute, an access token that stops working.
     POST /_sim/accounts/{api_key}/resume
     POST /_sim/accounts/{api_key}/revoke    refuse the current token, cut sockets
     POST /_sim/accounts/{api_key}/token     {"access_token": "..."} install one
+    POST /_sim/accounts/{api_key}/historical-errors
+                                            {"status": 503, "count": 2}: fail the
+                                            next historical requests with that status
 
 A connection route answers with the connection's snapshot, an account route with
 the ids it acted on (revoke and token: the account's summary). A drop answers
@@ -39,6 +42,7 @@ from aiohttp import web
 from ticker.simulator.connections import Connection, ConnectionRegistry
 from ticker.simulator.credentials import Credentials, TokenRetired
 from ticker.simulator.debug import account_summary
+from ticker.simulator.historical_faults import HistoricalFaults
 from ticker.simulator.rest import DEBUG_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -66,9 +70,11 @@ class _Refused(Exception):
 class FaultSwitches:
     """The POST routes that drop, silence and de-authorise connections."""
 
-    def __init__(self, registry: ConnectionRegistry, credentials: Credentials) -> None:
+    def __init__(self, registry: ConnectionRegistry, credentials: Credentials,
+                 historical_faults: HistoricalFaults) -> None:
         self._registry = registry
         self._credentials = credentials
+        self._historical_faults = historical_faults
 
     def register(self, app: web.Application) -> None:
         connection = DEBUG_PREFIX + "connections/{id}/"
@@ -83,6 +89,7 @@ class FaultSwitches:
             account + "resume": self.resume_account,
             account + "revoke": self.revoke,
             account + "token": self.install_token,
+            account + "historical-errors": self.fail_historical,
         }
         for path, handler in routes.items():
             app.router.add_post(path, _answering_refusals(handler))
@@ -178,6 +185,21 @@ class FaultSwitches:
         return web.json_response(
             account_summary(credential, self._credentials, self._registry)
         )
+
+    async def fail_historical(self, request: web.Request) -> web.Response:
+        """Fail the api_key's next historical requests: {"status": 503, "count": 2}."""
+        api_key = self._api_key(request)
+        body = await _body(request)
+        status, count = body.get("status", 503), body.get("count", 1)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (status, count)):
+            raise _Refused(400, 'expected a JSON body {"status": 503, "count": 2}')
+        try:
+            queued = self._historical_faults.fail_next(api_key, status, count)
+        except ValueError as exc:
+            raise _Refused(400, str(exc)) from exc
+        logger.info("sim switch historical-errors api_key=%s status=%d count=%d",
+                    api_key, status, count)
+        return web.json_response({"api_key": api_key, "queued": queued})
 
     def _connection(self, request: web.Request) -> Connection:
         text = request.match_info["id"]
