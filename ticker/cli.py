@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ticker.config import Settings
+from ticker.config import Settings, is_loopback_host
 from ticker.logs import configure_logging
 
 
@@ -45,6 +45,9 @@ def sim() -> None:
 def web(workers: int) -> None:
     """Start the HTTP API under gunicorn."""
     settings = Settings()
+    if settings.api_key is None and not is_loopback_host(settings.web_host):
+        _refuse(f"the API would listen on {settings.web_host} with no API key: set "
+                "TICKER_API_KEY, or TICKER_WEB_HOST=127.0.0.1")
     _exec(
         "gunicorn",
         "--bind", f"{settings.web_host}:{settings.web_port}",
@@ -107,10 +110,16 @@ def beat() -> None:
 def flower() -> None:
     """Start Flower, the Celery monitor, for every account's worker and queue."""
     settings = Settings()
-    # Flower 2.x refuses its HTTP API without authentication; on loopback only
-    # this machine's users reach it, so the API is opened there.
-    if settings.flower_host in ("127.0.0.1", "localhost", "::1"):
+    if settings.flower_basic_auth is not None:
+        # Through the environment, which Flower reads, not argv, which `ps` shows.
+        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    elif is_loopback_host(settings.flower_host):
+        # Flower 2.x refuses its HTTP API without authentication; on loopback only
+        # this machine's users reach it, so the API is opened there.
         os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "true")
+    else:
+        _refuse(f"Flower would listen on {settings.flower_host} with no login: set "
+                "TICKER_FLOWER_BASIC_AUTH=user:password, or TICKER_FLOWER_HOST=127.0.0.1")
     _exec(
         "celery", "-A", "tasks.app", "flower",
         f"--address={settings.flower_host}", f"--port={settings.flower_port}",
@@ -125,6 +134,11 @@ def migrate() -> None:
     settings = Settings()
     configure_logging(settings)
     apply_migrations(settings.database_url)
+
+
+def _refuse(message: str) -> None:
+    click.echo(f"ticker: {message}", err=True)
+    sys.exit(2)
 
 
 def _exec(*argv: str) -> None:

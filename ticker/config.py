@@ -6,14 +6,25 @@ passes it down explicitly; nothing else in the project reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_ACCOUNTS_FILE = PROJECT_ROOT / "config" / "accounts.example.yaml"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a server bound to `host` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
 
 
 class Settings(BaseSettings):
@@ -53,6 +64,12 @@ class Settings(BaseSettings):
 
     # Celery queue of one account is `<account_queue_prefix><account id>`.
     account_queue_prefix: str = "ticker.account."
+
+    # Mutating API calls must carry this in X-API-Key when it is set; the API
+    # refuses to listen beyond loopback without it.
+    api_key: SecretStr | None = None
+    # "user:password" for Flower's dashboard and API; required beyond loopback.
+    flower_basic_auth: SecretStr | None = None
 
     # Containers bind 0.0.0.0; on a laptop everything stays on loopback.
     web_host: str = "127.0.0.1"

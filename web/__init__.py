@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import uuid
@@ -20,7 +21,7 @@ from ticker.metrics import ServiceCollector
 from ticker.service import SubscriptionService
 from ticker.storage.pool import make_pool
 from web.api import api
-from web.errors import register_error_handlers
+from web.errors import ApiError, register_error_handlers
 
 __all__ = ["create_app"]
 
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+API_KEY_HEADER = "X-API-Key"
+# Reads stay open; every method that changes something needs the key, when one is set.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
@@ -48,6 +52,17 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
         # replaced rather than echoed into headers and logs.
         given = request.headers.get("X-Request-ID", "")
         g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+    @app.before_request
+    def _require_api_key() -> None:
+        if settings.api_key is None or request.method in READ_METHODS:
+            return
+        given = request.headers.get(API_KEY_HEADER, "").encode()
+        # Constant time, so the answer's timing says nothing about the key.
+        if not hmac.compare_digest(given, settings.api_key.get_secret_value().encode()):
+            raise ApiError(401, "unauthorized",
+                           f"send the service's API key in the {API_KEY_HEADER} header",
+                           field=API_KEY_HEADER)
 
     @app.after_request
     def _echo_request_id(response):  # type: ignore[no-untyped-def]
