@@ -21,6 +21,7 @@ from ticker.metrics import ServiceCollector
 from ticker.service import SubscriptionService
 from ticker.storage.pool import make_pool
 from web.api import api
+from web.contract import spec
 from web.errors import ApiError, register_error_handlers
 
 __all__ = ["create_app"]
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 
     register_error_handlers(app)
     app.register_blueprint(api)
+    spec.register(app)
     return app
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.exposition import choose_encoder
-from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from ticker.service import SubscriptionService
 from ticker.ticks import IST
-from web.errors import ApiError, from_validation
+from web import answers
+from web.contract import documented, parse, spec
 from web.schemas import CandlesQuery, EventsQuery, ListQuery, SubscribeRequest, TokenPath
 
 api = Blueprint("api", __name__)
@@ -22,36 +18,8 @@ def _service() -> SubscriptionService:
     return current_app.extensions["ticker.service"]  # type: ignore[no-any-return]
 
 
-def _parse(model: type[BaseModel], data: Any, prefix: str = "") -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation(exc, prefix) from None
-
-
-def _json_body() -> Any:
-    if not request.is_json:
-        raise ApiError(400, "invalid_json",
-                       "send the body as JSON with Content-Type: application/json")
-    raw = request.get_data(cache=True)
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if len(raw) >= limit:
-        # A chunked body carries no length to refuse up front: the server reads it up
-        # to the limit and stops, so reaching the limit means it was too large.
-        raise RequestEntityTooLarge(f"the body must be under {limit} bytes")
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json",
-                       f"the body must be a JSON object, not {type(body).__name__}")
-    return body
-
-
 def _token(raw: str) -> int:
-    return _parse(TokenPath, {"instrument_token": raw}).instrument_token  # type: ignore[no-any-return]
+    return parse(TokenPath, {"instrument_token": raw}).instrument_token  # type: ignore[no-any-return]
 
 
 @api.get("/metrics")
@@ -62,35 +30,48 @@ def metrics():  # type: ignore[no-untyped-def]
     return Response(encode(registry), headers={"Content-Type": content_type})
 
 
+@api.get("/openapi.json")
+def openapi():  # type: ignore[no-untyped-def]
+    return jsonify(spec.spec)
+
+
 @api.post("/subscriptions")
-def create_subscription():  # type: ignore[no-untyped-def]
-    body = _parse(SubscribeRequest, _json_body())
+@documented({200: answers.Subscription, 202: answers.Subscription}, body=SubscribeRequest,
+            errors=(404,), writes=True, tags=("subscriptions",))
+def create_subscription(body: SubscribeRequest):  # type: ignore[no-untyped-def]
+    """Subscribe an instrument (200 when exactly this is already pending or live)."""
     outcome = _service().subscribe(body.instrument_token, body.requested_mode)
     return jsonify(outcome.subscription.to_json()), 202 if outcome.accepted else 200
 
 
 @api.delete("/subscriptions/<raw_token>")
+@documented({202: answers.Subscription}, errors=(404, 422), writes=True,
+            tags=("subscriptions",))
 def delete_subscription(raw_token: str):  # type: ignore[no-untyped-def]
     subscription = _service().unsubscribe(_token(raw_token))
     return jsonify(subscription.to_json()), 202
 
 
 @api.get("/subscriptions/<raw_token>")
+@documented({200: answers.Subscription}, errors=(404, 422), tags=("subscriptions",))
 def get_subscription(raw_token: str):  # type: ignore[no-untyped-def]
     return jsonify(_service().get(_token(raw_token)).to_json())
 
 
 @api.get("/subscriptions")
-def list_subscriptions():  # type: ignore[no-untyped-def]
-    query = _parse(ListQuery, request.args.to_dict())
+@documented({200: answers.SubscriptionList}, query=ListQuery, tags=("subscriptions",))
+def list_subscriptions(query: ListQuery):  # type: ignore[no-untyped-def]
+    """Pending, active and removing subscriptions, or those of one status."""
     items = _service().list(query.account, query.status)
     return jsonify({"subscriptions": [s.to_json() for s in items], "count": len(items)})
 
 
 @api.get("/subscriptions/<raw_token>/candles")
-def list_candles(raw_token: str):  # type: ignore[no-untyped-def]
+@documented({200: answers.CandleList}, query=CandlesQuery, errors=(404,),
+            tags=("backfill",))
+def list_candles(raw_token: str, query: CandlesQuery):  # type: ignore[no-untyped-def]
+    """Stored candles of a subscribed instrument, oldest first."""
     token = _token(raw_token)
-    query = _parse(CandlesQuery, request.args.to_dict())
     candles, truncated = _service().candles(
         token, query.interval, query.start, query.end, query.limit
     )
@@ -115,8 +96,9 @@ def list_candles(raw_token: str):  # type: ignore[no-untyped-def]
 
 
 @api.get("/events")
-def replay_events():  # type: ignore[no-untyped-def]
-    query = _parse(EventsQuery, request.args.to_dict())
+@documented({200: answers.EventList}, query=EventsQuery, tags=("events",))
+def replay_events(query: EventsQuery):  # type: ignore[no-untyped-def]
+    """Events after a stream id, oldest first, for a back end that was away."""
     events, gap = _service().events(query.after, query.limit)
     return jsonify({
         "events": events,
@@ -128,11 +110,13 @@ def replay_events():  # type: ignore[no-untyped-def]
 
 
 @api.get("/accounts")
+@documented({200: answers.AccountList}, tags=("operations",))
 def list_accounts():  # type: ignore[no-untyped-def]
     return jsonify({"accounts": _service().accounts()})
 
 
 @api.get("/health")
+@documented({200: answers.Health, 503: answers.Health}, tags=("operations",))
 def health():  # type: ignore[no-untyped-def]
     report = _service().health()
     return jsonify(report), 200 if report["status"] == "healthy" else 503

@@ -21,6 +21,7 @@ from ticker.ticks import IST
 
 # Kite tokens are unsigned 32-bit integers.
 MAX_INSTRUMENT_TOKEN = 2**32 - 1
+MAX_STREAM_ID_PART = 2**64 - 1
 
 
 class SubscribeRequest(BaseModel):
@@ -63,6 +64,14 @@ class EventsQuery(BaseModel):
 
     after: str = Field("0", pattern=r"^(0|[0-9]{1,20}-[0-9]{1,20})$")
     limit: int = Field(1000, ge=1, le=10_000)
+
+    @field_validator("after")
+    @classmethod
+    def _redis_stream_id(cls, value: str) -> str:
+        # Redis stream ids are two unsigned 64-bit numbers, milliseconds-sequence.
+        if any(int(part) > MAX_STREAM_ID_PART for part in value.split("-")):
+            raise ValueError("each part of a stream id must be below 2**64")
+        return value
 
 
 class TokenPath(BaseModel):
