@@ -72,7 +72,7 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the session database, emptied after the test."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
-        conn.execute("TRUNCATE subscriptions")
+        conn.execute("TRUNCATE subscriptions CASCADE")
 
 
 def claim_redis_db(taken: set[int] = set()) -> int:

@@ -29,8 +29,9 @@ from ticker.liveness import (
     worker_states,
 )
 from ticker.storage import candles as candle_store
+from ticker.storage import requesters as requester_store
 from ticker.storage import subscriptions as store
-from ticker.subscriptions import Mode, Status, Subscription
+from ticker.subscriptions import DEFAULT_CLIENT_ID, Mode, Status, Subscription
 from ticker.ticks import IST
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,9 @@ class DispatchFailed(TickerError):
 
 
 @dataclass(frozen=True)
-class SubscribeOutcome:
+class ChangeOutcome:
     subscription: Subscription
-    accepted: bool  # False when the same request was already pending or live
+    accepted: bool  # whether a task was queued; False when the socket needs no change
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,19 @@ class SubscriptionService:
         self._broker = broker
         self._events_stream = events_stream
 
-    def subscribe(self, instrument_token: int, mode: Mode | None) -> SubscribeOutcome:
-        """Place a token on a live account with room and queue its subscribe.
+    def subscribe(self, instrument_token: int, mode: Mode | None,
+                  client_id: str = DEFAULT_CLIENT_ID, must_hold: bool = False
+                  ) -> ChangeOutcome:
+        """Record that `client_id` wants a token; place it on a live account with room.
 
-        With no mode, a live subscription keeps its own and a new one gets QUOTE.
+        The socket carries the highest mode the token's requesters ask for. With no
+        mode, the requester keeps its own, or takes what is live (QUOTE, Kite's
+        default, for a token not yet streaming). `must_hold` (PATCH) changes only
+        a subscription the requester already holds.
         """
         instrument = self._universe.lookup(instrument_token)
         if mode is None:
-            with self._pool.connection() as conn:
-                current = store.get(conn, instrument_token)
-            live = current is not None and current.status in (Status.PENDING, Status.ACTIVE)
-            mode = current.requested_mode if live else Mode.QUOTE
+            mode = self._default_mode(instrument_token, client_id)
         alive = self._placeable_accounts()
         task_id = str(uuid.uuid4())
         with self._pool.connection() as conn:
@@ -110,35 +113,59 @@ class SubscriptionService:
                 [(a.id, a.capacity) for a in self._accounts],
                 alive.__contains__,
                 task_id,
+                client_id=client_id,
+                must_hold=must_hold,
             )
             sub = placement.subscription
             if not placement.task_needed:
-                return SubscribeOutcome(sub, accepted=False)
+                # Recorded; the socket already carries (or is about to) what it needs.
+                return ChangeOutcome(sub, accepted=False)
             try:
-                self._sender.subscribe(sub.account_id, instrument_token, mode,
+                self._sender.subscribe(sub.account_id, instrument_token, sub.requested_mode,
                                        sub.version, task_id, backfill=placement.created)
             except Exception as exc:
-                store.undo(conn, sub, placement.previous)
+                store.undo(conn, sub, placement.previous, client_id, placement.previous_hold)
                 raise DispatchFailed(f"could not queue the subscribe: {exc}") from exc
-        log.info("subscription accepted token=%s mode=%s account=%s task=%s",
-                 instrument_token, mode.value, sub.account_id, task_id)
-        return SubscribeOutcome(sub, accepted=True)
+        log.info("subscription accepted token=%s mode=%s client=%s account=%s task=%s",
+                 instrument_token, sub.requested_mode.value, client_id, sub.account_id,
+                 task_id)
+        return ChangeOutcome(sub, accepted=True)
 
-    def unsubscribe(self, instrument_token: int) -> Subscription:
-        """Mark a token for removal and queue the unsubscribe on its account."""
+    def unsubscribe(self, instrument_token: int,
+                    client_id: str = DEFAULT_CLIENT_ID) -> ChangeOutcome:
+        """Take `client_id` off a token; the last one out queues the unsubscribe."""
         task_id = str(uuid.uuid4())
         with self._pool.connection() as conn:
-            previous = store.get(conn, instrument_token)
-            sub = store.request_removal(conn, instrument_token, task_id)
+            withdrawal = store.withdraw(conn, instrument_token, client_id, task_id)
+            sub = withdrawal.subscription
             try:
-                self._sender.unsubscribe(sub.account_id, instrument_token, sub.version,
-                                         task_id)
+                if withdrawal.change == "unsubscribe":
+                    self._sender.unsubscribe(sub.account_id, instrument_token, sub.version,
+                                             task_id)
+                elif withdrawal.change == "mode":
+                    self._sender.subscribe(sub.account_id, instrument_token,
+                                           sub.requested_mode, sub.version, task_id)
             except Exception as exc:
-                store.undo(conn, sub, previous)
-                raise DispatchFailed(f"could not queue the unsubscribe: {exc}") from exc
-        log.info("removal accepted token=%s account=%s task=%s",
-                 instrument_token, sub.account_id, task_id)
-        return sub
+                store.undo(conn, sub, withdrawal.previous, client_id, withdrawal.previous_hold)
+                raise DispatchFailed(f"could not queue the change: {exc}") from exc
+        log.info("requester left token=%s client=%s account=%s change=%s task=%s",
+                 instrument_token, client_id, sub.account_id, withdrawal.change, task_id)
+        return ChangeOutcome(sub, accepted=withdrawal.change is not None)
+
+    def requesters(self, tokens: list[int]) -> dict[int, list[tuple[str, Mode]]]:
+        """Who holds each of `tokens`, with the mode each asked for."""
+        with self._pool.connection() as conn:
+            return requester_store.by_token(conn, tokens)
+
+    def _default_mode(self, instrument_token: int, client_id: str) -> Mode:
+        with self._pool.connection() as conn:
+            current = store.get(conn, instrument_token)
+            held = requester_store.by_token(conn, [instrument_token]).get(instrument_token, [])
+        own = [mode for client, mode in held if client == client_id]
+        if own:
+            return own[0]
+        live = current is not None and current.status in (Status.PENDING, Status.ACTIVE)
+        return current.requested_mode if live else Mode.QUOTE  # type: ignore[union-attr]
 
     def get(self, instrument_token: int) -> Subscription:
         with self._pool.connection() as conn:

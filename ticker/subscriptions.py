@@ -24,6 +24,22 @@ class Mode(str, enum.Enum):
         """The upper-case name the HTTP API and events use."""
         return self.value.upper()
 
+    @property
+    def rank(self) -> int:
+        """Order by what a mode carries: FULL holds QUOTE, which holds LTP."""
+        return _MODE_RANK[self]
+
+
+_MODE_RANK = {Mode.LTP: 0, Mode.QUOTE: 1, Mode.FULL: 2}
+
+# The requester of a request that names none.
+DEFAULT_CLIENT_ID = "default"
+
+
+def highest(modes: list[Mode]) -> Mode:
+    """The mode that serves every one of `modes` (the socket carries one per token)."""
+    return max(modes, key=lambda mode: mode.rank)
+
 
 class Status(str, enum.Enum):
     """Where a subscription stands between request and socket."""

@@ -18,6 +18,11 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class Requester(_Open):
+    client_id: str
+    requested_mode: ModeLabel
+
+
 class Subscription(_Open):
     instrument_token: int
     tradingsymbol: str
@@ -31,6 +36,7 @@ class Subscription(_Open):
     status_reason: str | None
     created_at: str
     updated_at: str
+    requesters: list[Requester]
 
 
 class SubscriptionList(_Open):

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
-from ticker.service import SubscriptionService
+from ticker.service import ChangeOutcome, SubscriptionService
+from ticker.subscriptions import Subscription
 from ticker.ticks import IST
 from web import answers
 from web.contract import documented, parse, spec
-from web.schemas import CandlesQuery, EventsQuery, ListQuery, SubscribeRequest, TokenPath
+from web.schemas import (
+    CandlesQuery,
+    EventsQuery,
+    ListQuery,
+    ModeChange,
+    RequesterQuery,
+    SubscribeRequest,
+    TokenPath,
+)
 
 api = Blueprint("api", __name__)
 
@@ -39,23 +50,54 @@ def openapi():  # type: ignore[no-untyped-def]
 @documented({200: answers.Subscription, 202: answers.Subscription}, body=SubscribeRequest,
             errors=(404,), writes=True, tags=("subscriptions",))
 def create_subscription(body: SubscribeRequest):  # type: ignore[no-untyped-def]
-    """Subscribe an instrument (200 when exactly this is already pending or live)."""
-    outcome = _service().subscribe(body.instrument_token, body.requested_mode)
-    return jsonify(outcome.subscription.to_json()), 202 if outcome.accepted else 200
+    """Subscribe an instrument for a requester.
+
+    202 when a task was queued for the socket; 200 when the socket already carries
+    what the token's requesters need (the request is recorded all the same).
+    """
+    outcome = _service().subscribe(body.instrument_token, body.requested_mode,
+                                   body.client_id)
+    return _answer(outcome)
+
+
+@api.patch("/subscriptions/<raw_token>")
+@documented({200: answers.Subscription, 202: answers.Subscription}, body=ModeChange,
+            errors=(404, 422), writes=True, tags=("subscriptions",))
+def change_mode(raw_token: str, body: ModeChange):  # type: ignore[no-untyped-def]
+    """Change the mode a requester holds a subscription in."""
+    outcome = _service().subscribe(_token(raw_token), body.requested_mode, body.client_id,
+                                   must_hold=True)
+    return _answer(outcome)
 
 
 @api.delete("/subscriptions/<raw_token>")
-@documented({202: answers.Subscription}, errors=(404, 422), writes=True,
-            tags=("subscriptions",))
-def delete_subscription(raw_token: str):  # type: ignore[no-untyped-def]
-    subscription = _service().unsubscribe(_token(raw_token))
-    return jsonify(subscription.to_json()), 202
+@documented({200: answers.Subscription, 202: answers.Subscription}, query=RequesterQuery,
+            errors=(404,), writes=True, tags=("subscriptions",))
+def delete_subscription(raw_token: str, query: RequesterQuery):  # type: ignore[no-untyped-def]
+    """A requester leaves; the last one out takes the token off the socket (202)."""
+    return _answer(_service().unsubscribe(_token(raw_token), query.client_id))
 
 
 @api.get("/subscriptions/<raw_token>")
 @documented({200: answers.Subscription}, errors=(404, 422), tags=("subscriptions",))
 def get_subscription(raw_token: str):  # type: ignore[no-untyped-def]
-    return jsonify(_service().get(_token(raw_token)).to_json())
+    return jsonify(_with_requesters([_service().get(_token(raw_token))])[0])
+
+
+def _answer(outcome: ChangeOutcome):  # type: ignore[no-untyped-def]
+    [body] = _with_requesters([outcome.subscription])
+    return jsonify(body), 202 if outcome.accepted else 200
+
+
+def _with_requesters(subscriptions: list[Subscription]) -> list[dict[str, Any]]:
+    held = _service().requesters([s.instrument_token for s in subscriptions])
+    return [
+        {**s.to_json(), "requesters": [
+            {"client_id": client_id, "requested_mode": mode.label}
+            for client_id, mode in held.get(s.instrument_token, [])
+        ]}
+        for s in subscriptions
+    ]
 
 
 @api.get("/subscriptions")
@@ -63,7 +105,7 @@ def get_subscription(raw_token: str):  # type: ignore[no-untyped-def]
 def list_subscriptions(query: ListQuery):  # type: ignore[no-untyped-def]
     """Pending, active and removing subscriptions, or those of one status."""
     items = _service().list(query.account, query.status)
-    return jsonify({"subscriptions": [s.to_json() for s in items], "count": len(items)})
+    return jsonify({"subscriptions": _with_requesters(items), "count": len(items)})
 
 
 @api.get("/subscriptions/<raw_token>/candles")

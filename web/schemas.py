@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from ticker.backfill import INTERVALS
-from ticker.subscriptions import Mode, Status
+from ticker.subscriptions import DEFAULT_CLIENT_ID, Mode, Status
 from ticker.ticks import IST
 
 # Kite tokens are unsigned 32-bit integers.
@@ -24,15 +24,12 @@ MAX_INSTRUMENT_TOKEN = 2**32 - 1
 MAX_STREAM_ID_PART = 2**64 - 1
 
 
-class SubscribeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# A requester's name: what a back end calls itself, kept plain for logs and URLs.
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 
-    instrument_token: StrictInt = Field(ge=1, le=MAX_INSTRUMENT_TOKEN)
-    # None keeps a live subscription's mode, and means QUOTE (Kite's own default)
-    # for a new one, so "make sure it is subscribed" never changes a mode.
-    requested_mode: Mode | None = None
 
-    @field_validator("requested_mode", mode="before")
+class _ModeField(BaseModel):
+    @field_validator("requested_mode", mode="before", check_fields=False)
     @classmethod
     def _any_case(cls, value: object) -> object:
         if value is None:
@@ -43,6 +40,34 @@ class SubscribeRequest(BaseModel):
             return Mode.parse(value)
         except ValueError:
             raise ValueError(f"must be one of LTP, QUOTE or FULL, not {value!r}") from None
+
+
+class SubscribeRequest(_ModeField):
+    model_config = ConfigDict(extra="forbid")
+
+    instrument_token: StrictInt = Field(ge=1, le=MAX_INSTRUMENT_TOKEN)
+    # Who asks; a token streams while any requester holds it, in the highest mode.
+    client_id: StrictStr = Field(DEFAULT_CLIENT_ID, pattern=CLIENT_ID_PATTERN)
+    # None keeps a live subscription's mode, and means QUOTE (Kite's own default)
+    # for a new one, so "make sure it is subscribed" never changes a mode.
+    requested_mode: Mode | None = None
+
+
+class ModeChange(_ModeField):
+    """PATCH /subscriptions/<token>: one requester's new mode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requested_mode: Mode
+    client_id: StrictStr = Field(DEFAULT_CLIENT_ID, pattern=CLIENT_ID_PATTERN)
+
+
+class RequesterQuery(BaseModel):
+    """DELETE /subscriptions/<token>?client_id=: which requester leaves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: StrictStr = Field(DEFAULT_CLIENT_ID, pattern=CLIENT_ID_PATTERN)
 
 
 class ListQuery(BaseModel):

@@ -15,7 +15,7 @@ def test_the_document_describes_every_route_with_its_inputs_and_error_shape(
     assert operations == {
         ("POST", "/subscriptions"), ("GET", "/subscriptions"),
         ("GET", "/subscriptions/{raw_token}"), ("DELETE", "/subscriptions/{raw_token}"),
-        ("GET", "/subscriptions/{raw_token}/candles"), ("GET", "/events"),
+        ("PATCH", "/subscriptions/{raw_token}"), ("GET", "/subscriptions/{raw_token}/candles"), ("GET", "/events"),
         ("GET", "/accounts"), ("GET", "/health"),
     }
     post = document["paths"]["/subscriptions"]["post"]

@@ -13,9 +13,9 @@ from ticker.errors import CapacityExhausted, SubscriptionNotFound
 from tests.listen import ChannelListener
 from ticker.events import EventPublisher, lifecycle_event
 from ticker.instruments import Instrument
-from ticker.storage import outbox
+from ticker.storage import outbox, requesters
 from ticker.storage import subscriptions as store
-from ticker.subscriptions import Mode, Status
+from ticker.subscriptions import DEFAULT_CLIENT_ID, Mode, Status
 
 LIMITS = [("acct-a", 30), ("acct-b", 20)]
 
@@ -123,7 +123,7 @@ def test_concurrent_requests_for_one_token_place_it_once(database_url, db):
 
 def test_a_stale_task_does_not_settle_a_newer_request(db):
     placed = place(db, 9).subscription
-    removal = store.request_removal(db, 9, "task-2")
+    removal = store.withdraw(db, 9, DEFAULT_CLIENT_ID, "task-2").subscription
 
     row = store.record_applied(db, 9, placed.account_id, Mode.FULL, placed.version,
                                lifecycle_event)
@@ -141,21 +141,82 @@ def test_a_stale_task_does_not_settle_a_newer_request(db):
 
 def test_removing_an_unknown_token_is_not_found(db):
     with pytest.raises(SubscriptionNotFound, match="no pending or active"):
-        store.request_removal(db, 123, "task")
+        store.withdraw(db, 123, DEFAULT_CLIENT_ID, "task")
 
 
 def test_undo_restores_the_row_a_failed_dispatch_changed(db):
     placed = place(db, 11)
-    store.undo(db, placed.subscription, placed.previous)
+    store.undo(db, placed.subscription, placed.previous, placed.client_id,
+               placed.previous_hold)
     assert store.get(db, 11) is None
 
     live = place(db, 12).subscription
     store.record_applied(db, 12, live.account_id, Mode.FULL, live.version, lifecycle_event)
     before = store.get(db, 12)
-    removal = store.request_removal(db, 12, "task")
-    store.undo(db, removal, before)
+    removal = store.withdraw(db, 12, DEFAULT_CLIENT_ID, "task")
+    store.undo(db, removal.subscription, removal.previous, removal.client_id,
+               removal.previous_hold)
 
     assert store.get(db, 12) == before
+    assert requesters.by_token(db, [12])[12] == [(DEFAULT_CLIENT_ID, Mode.FULL)]
+
+
+def hold(conn, token: int, client_id: str, mode: Mode):
+    return store.place(conn, instrument(token), mode, LIMITS, lambda _: True,
+                       str(uuid.uuid4()), client_id=client_id)
+
+
+def test_the_socket_carries_the_highest_mode_any_requester_asks_for(db):
+    first = hold(db, 30, "desk-a", Mode.LTP)
+    second = hold(db, 30, "desk-b", Mode.FULL)
+    third = hold(db, 30, "desk-c", Mode.QUOTE)
+
+    assert (first.task_needed, first.subscription.requested_mode) == (True, Mode.LTP)
+    assert (second.task_needed, second.subscription.requested_mode) == (True, Mode.FULL)
+    # FULL already serves QUOTE: nothing to send.
+    assert (third.task_needed, third.subscription.requested_mode) == (False, Mode.FULL)
+    assert second.subscription.account_id == first.subscription.account_id
+    assert requesters.by_token(db, [30])[30] == [
+        ("desk-a", Mode.LTP), ("desk-b", Mode.FULL), ("desk-c", Mode.QUOTE)]
+
+
+def test_one_requester_leaving_keeps_the_token_for_the_others_in_their_mode(db):
+    hold(db, 31, "desk-a", Mode.LTP)
+    hold(db, 31, "desk-b", Mode.FULL)
+
+    lowered = store.withdraw(db, 31, "desk-b", "task-1")
+    unchanged = hold(db, 31, "desk-c", Mode.LTP)
+    kept = store.withdraw(db, 31, "desk-c", "task-2")
+    last = store.withdraw(db, 31, "desk-a", "task-3")
+
+    assert (lowered.change, lowered.subscription.requested_mode) == ("mode", Mode.LTP)
+    assert lowered.subscription.status is Status.PENDING
+    assert unchanged.task_needed is False
+    assert kept.change is None
+    assert (last.change, last.subscription.status) == ("unsubscribe", Status.REMOVING)
+    assert requesters.by_token(db, [31]) == {}
+
+
+def test_a_requester_that_holds_nothing_cannot_withdraw_or_change_it(db):
+    hold(db, 32, "desk-a", Mode.QUOTE)
+
+    with pytest.raises(SubscriptionNotFound, match="desk-b"):
+        store.withdraw(db, 32, "desk-b", "task")
+    with pytest.raises(SubscriptionNotFound, match="desk-b"):
+        store.place(db, instrument(32), Mode.FULL, LIMITS, lambda _: True, "task",
+                    client_id="desk-b", must_hold=True)
+    assert store.get(db, 32).requested_mode is Mode.QUOTE
+
+
+def test_undo_puts_a_joining_requester_back_out(db):
+    hold(db, 33, "desk-a", Mode.LTP)
+    joined = hold(db, 33, "desk-b", Mode.FULL)
+
+    store.undo(db, joined.subscription, joined.previous, joined.client_id,
+               joined.previous_hold)
+
+    assert store.get(db, 33).requested_mode is Mode.LTP
+    assert requesters.by_token(db, [33])[33] == [("desk-a", Mode.LTP)]
 
 
 def test_moving_off_an_account_fills_the_others_and_strands_the_rest(db):

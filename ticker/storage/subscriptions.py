@@ -17,8 +17,15 @@ from psycopg.rows import dict_row
 from ticker.capacity import AccountLoad, choose_account
 from ticker.errors import CapacityExhausted, NoLiveWorker, SubscriptionNotFound
 from ticker.instruments import Instrument
-from ticker.storage import outbox
-from ticker.subscriptions import LIVE_STATUSES, Mode, Status, Subscription
+from ticker.storage import outbox, requesters
+from ticker.subscriptions import (
+    DEFAULT_CLIENT_ID,
+    LIVE_STATUSES,
+    Mode,
+    Status,
+    Subscription,
+    highest,
+)
 
 # Any constant works: it only has to be the same in every process that places.
 PLACEMENT_LOCK_ID = 0x7469636B  # "tick"
@@ -35,14 +42,34 @@ _LIVE = tuple(s.value for s in LIVE_STATUSES)
 class Placement:
     """The outcome of a subscribe request.
 
-    `task_needed` is False when the request asked for exactly what is already
-    pending or live, so nothing is sent to the worker a second time.
+    `task_needed` is False when the socket already carries, or is about to carry,
+    exactly the mode the token's requesters now need, so nothing is sent to the
+    worker a second time. `previous_hold` is the requester's own mode before the
+    request (None: it held nothing), so that `undo` can put it back.
     """
 
     subscription: Subscription
     task_needed: bool
     created: bool
     previous: Subscription | None
+    client_id: str
+    previous_hold: Mode | None
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """The outcome of one requester leaving a subscription.
+
+    `change` is what the socket must do now: "unsubscribe" when it was the last
+    requester, "mode" when the highest mode still asked for differs, None when
+    the others need what the socket carries.
+    """
+
+    subscription: Subscription
+    change: str | None
+    previous: Subscription
+    client_id: str
+    previous_hold: Mode
 
 
 def place(
@@ -52,21 +79,43 @@ def place(
     account_limits: Iterable[tuple[str, int]],
     alive: Callable[[str], bool],
     task_id: str,
+    client_id: str = DEFAULT_CLIENT_ID,
+    must_hold: bool = False,
 ) -> Placement:
-    """Record a subscribe request, choosing an account for a token not yet placed."""
+    """Record that `client_id` wants the token in `mode`; place a token not yet placed.
+
+    The socket's mode is the highest any requester of the token asks for. With
+    `must_hold`, only a requester that already holds the token may change it.
+    """
+    token = instrument.instrument_token
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK_ID,))
         cur.execute(
             f"SELECT {_COLUMNS} FROM subscriptions WHERE instrument_token = %s FOR UPDATE",
-            (instrument.instrument_token,),
+            (token,),
         )
         row = cur.fetchone()
         previous = _subscription(row) if row else None
+        live = previous is not None and previous.status in (Status.PENDING, Status.ACTIVE)
+        held = requesters.mode_of(cur, token, client_id) if live else None
+        if must_hold and held is None:
+            raise SubscriptionNotFound(
+                f"client {client_id!r} holds no subscription of instrument_token "
+                f"{token}; subscribe with POST /subscriptions"
+            )
+        if live:
+            requesters.hold(cur, token, client_id, mode)
+            mode = highest(requesters.modes(cur, token))
+
+        def placed(sub: Subscription, task_needed: bool, created: bool) -> Placement:
+            if not live:
+                requesters.hold(cur, token, client_id, mode)
+            return Placement(sub, task_needed, created, previous, client_id, held)
 
         if previous and previous.status is not Status.REMOVED:
             # The token keeps its account: its socket already carries it, or will.
             if previous.status is not Status.REMOVING and previous.requested_mode is mode:
-                return Placement(previous, task_needed=False, created=False, previous=previous)
+                return placed(previous, task_needed=False, created=False)
             # A mode change keeps a live subscription active; a token whose removal
             # is still queued goes back to pending until its subscribe is applied.
             status = Status.ACTIVE if previous.status is Status.ACTIVE else Status.PENDING
@@ -75,10 +124,9 @@ def place(
                     SET requested_mode = %s, status = %s, version = version + 1,
                         task_id = %s, updated_at = now()
                     WHERE instrument_token = %s RETURNING {_COLUMNS}""",
-                (mode.value, status.value, task_id, instrument.instrument_token),
+                (mode.value, status.value, task_id, token),
             )
-            updated = _subscription(cur.fetchone())
-            return Placement(updated, task_needed=True, created=False, previous=previous)
+            return placed(_subscription(cur.fetchone()), task_needed=True, created=False)
 
         account_id = choose_account(
             AccountLoad(account_id, capacity, used, alive(account_id))
@@ -97,7 +145,7 @@ def place(
                     task_id = EXCLUDED.task_id, created_at = now(), updated_at = now()
                 RETURNING {_COLUMNS}""",
             (
-                instrument.instrument_token,
+                token,
                 instrument.tradingsymbol,
                 instrument.exchange,
                 instrument.segment,
@@ -106,41 +154,73 @@ def place(
                 task_id,
             ),
         )
-        created = _subscription(cur.fetchone())
-        return Placement(created, task_needed=True, created=True, previous=previous)
+        return placed(_subscription(cur.fetchone()), task_needed=True, created=True)
 
 
-def request_removal(
-    conn: psycopg.Connection[Any], instrument_token: int, task_id: str
-) -> Subscription:
-    """Mark a pending or live subscription for removal by its account's worker."""
+def withdraw(
+    conn: psycopg.Connection[Any], instrument_token: int, client_id: str, task_id: str
+) -> Withdrawal:
+    """Take one requester off a pending or live subscription.
+
+    The last one out marks the subscription for removal by its account's worker;
+    otherwise the socket's mode follows the highest still asked for.
+    """
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"""UPDATE subscriptions
-                SET status = 'removing', version = version + 1, task_id = %s,
-                    updated_at = now()
+            f"""SELECT {_COLUMNS} FROM subscriptions
                 WHERE instrument_token = %s AND status IN ('pending', 'active')
-                RETURNING {_COLUMNS}""",
-            (task_id, instrument_token),
+                FOR UPDATE""",
+            (instrument_token,),
         )
         row = cur.fetchone()
-    if row is None:
-        raise SubscriptionNotFound(
-            f"instrument_token {instrument_token} has no pending or active "
-            "subscription; list them with GET /subscriptions"
-        )
-    return _subscription(row)
+        held = requesters.mode_of(cur, instrument_token, client_id) if row else None
+        if row is None or held is None:
+            raise SubscriptionNotFound(
+                f"instrument_token {instrument_token} has no pending or active "
+                f"subscription held by client {client_id!r}; list them with "
+                "GET /subscriptions"
+            )
+        previous = _subscription(row)
+        requesters.release(cur, instrument_token, client_id)
+        remaining = requesters.modes(cur, instrument_token)
+        if not remaining:
+            cur.execute(
+                f"""UPDATE subscriptions
+                    SET status = 'removing', version = version + 1, task_id = %s,
+                        updated_at = now()
+                    WHERE instrument_token = %s RETURNING {_COLUMNS}""",
+                (task_id, instrument_token),
+            )
+            change: str | None = "unsubscribe"
+        elif highest(remaining) is not previous.requested_mode:
+            cur.execute(
+                f"""UPDATE subscriptions
+                    SET requested_mode = %s, version = version + 1, task_id = %s,
+                        updated_at = now()
+                    WHERE instrument_token = %s RETURNING {_COLUMNS}""",
+                (highest(remaining).value, task_id, instrument_token),
+            )
+            change = "mode"
+        else:
+            return Withdrawal(previous, None, previous, client_id, held)
+        return Withdrawal(_subscription(cur.fetchone()), change, previous, client_id, held)
 
 
 def undo(
-    conn: psycopg.Connection[Any], placed: Subscription, previous: Subscription | None
+    conn: psycopg.Connection[Any],
+    placed: Subscription,
+    previous: Subscription | None,
+    client_id: str,
+    previous_hold: Mode | None,
 ) -> None:
-    """Put a row back as it was when the task that would apply it could not be sent.
+    """Put a row and its requester back as they were when the task that would apply
+    the change could not be sent.
 
     Only the request's own version is undone, so a newer request is never erased.
     """
     with conn.transaction(), conn.cursor() as cur:
         if previous is None:
+            # Its requester goes with it (ON DELETE CASCADE).
             cur.execute(
                 "DELETE FROM subscriptions WHERE instrument_token = %s AND version = %s",
                 (placed.instrument_token, placed.version),
@@ -164,6 +244,8 @@ def undo(
                 placed.version,
             ),
         )
+        if cur.rowcount:
+            requesters.restore(cur, placed.instrument_token, client_id, previous_hold)
 
 
 def record_applied(
