@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, Signature
 
 from ticker.config import Settings
 from ticker.subscriptions import Mode
@@ -17,22 +17,32 @@ class CeleryTaskSender:
                   version: int, task_id: str, backfill: bool = False) -> None:
         # A new subscription's history follows its subscribe as a linked task,
         # which Flower shows as the subscribe's child.
-        then = (
-            self._app.signature(
-                "ticker.backfill",
-                args=[instrument_token],
-                queue=self._settings.backfill_queue,
-                immutable=True,
-            )
-            if backfill
-            else None
-        )
         self._app.send_task(
             "ticker.subscribe",
             args=[account_id, instrument_token, mode.value, version],
             queue=self._settings.account_queue(account_id),
             task_id=task_id,
-            link=then,
+            link=self._backfill(instrument_token) if backfill else None,
+        )
+
+    def subscribe_batch(self, account_id: str, changes: list[tuple[int, Mode, int]],
+                        task_id: str, backfill: list[int]) -> None:
+        """One task for many tokens of one account; each new one's backfill linked."""
+        self._app.send_task(
+            "ticker.subscribe_batch",
+            args=[account_id, [[token, mode.value, version] for token, mode, version
+                               in changes]],
+            queue=self._settings.account_queue(account_id),
+            task_id=task_id,
+            link=[self._backfill(token) for token in backfill] or None,
+        )
+
+    def _backfill(self, instrument_token: int) -> Signature:
+        return self._app.signature(
+            "ticker.backfill",
+            args=[instrument_token],
+            queue=self._settings.backfill_queue,
+            immutable=True,
         )
 
     def unsubscribe(self, account_id: str, instrument_token: int, version: int,

@@ -57,6 +57,25 @@ def subscribe(self: Task, account_id: str, instrument_token: int, mode: str,
         raise self.retry(exc=exc, countdown=SOCKET_RETRY_COUNTDOWN_S) from exc
 
 
+@app.task(name="ticker.subscribe_batch", base=RunsOnce, bind=True,
+          max_retries=SOCKET_RETRY_MAX)
+def subscribe_batch(self: Task, account_id: str, changes: list[list[object]]) -> None:
+    """Put a batch of instruments on the account's socket: `[[token, mode, version]]`."""
+    log.info("subscribe batch account=%s tokens=%d task=%s",
+             account_id, len(changes), self.request.id)
+    parsed = [(int(token), Mode(mode), int(version))  # type: ignore[call-overload]
+              for token, mode, version in changes]
+    try:
+        refused = _worker_for(account_id).apply_subscribe_many(parsed)
+    except TRANSIENT as exc:
+        log.warning("subscribe batch retry account=%s tokens=%d: %s", account_id,
+                    len(changes), exc)
+        raise self.retry(exc=exc, countdown=SOCKET_RETRY_COUNTDOWN_S) from exc
+    if refused:
+        log.warning("subscribe batch refused by Kite account=%s tokens=%s task=%s",
+                    account_id, refused, self.request.id)
+
+
 @app.task(name="ticker.unsubscribe", base=RunsOnce, bind=True,
           max_retries=SOCKET_RETRY_MAX)
 def unsubscribe(self: Task, account_id: str, instrument_token: int, version: int) -> None:

@@ -123,29 +123,53 @@ class AccountWorker:
         announced: reconcile rounds try it again.
         """
         self._holder.subscribe(instrument_token, mode)
-        if not self._holder.wait_until_open(instrument_token, SOCKET_OPEN_TIMEOUT_S):
-            raise SocketUnavailable(
-                f"account {self.account.id!r}: socket for token {instrument_token} "
-                f"not open after {SOCKET_OPEN_TIMEOUT_S:.0f} s; the change is kept "
-                "and will be confirmed on reconnect"
-            )
+        self._wait_open([instrument_token])
+        self._confirm_and_record(instrument_token, mode, version)
+        self.flush_events()
+
+    def apply_subscribe_many(self, changes: list[tuple[int, Mode, int | None]]) -> list[int]:
+        """Put a batch of tokens on the sockets in few messages and record each.
+
+        Returns the tokens Kite refused: each is recorded as pending with Kite's
+        reason, as a single subscribe's would be, and the rest of the batch stands.
+        """
+        self._holder.subscribe_many({token: mode for token, mode, _ in changes})
+        self._wait_open([token for token, _, _ in changes])
+        refused = []
+        for token, mode, version in changes:
+            try:
+                self._confirm_and_record(token, mode, version)
+            except SubscriptionRefused:
+                refused.append(token)
+        self.flush_events()
+        return refused
+
+    def _wait_open(self, tokens: list[int]) -> None:
+        for token in tokens:
+            if not self._holder.wait_until_open(token, SOCKET_OPEN_TIMEOUT_S):
+                raise SocketUnavailable(
+                    f"account {self.account.id!r}: socket for token {token} not open "
+                    f"after {SOCKET_OPEN_TIMEOUT_S:.0f} s; the change is kept and will "
+                    "be confirmed on reconnect"
+                )
+
+    def _confirm_and_record(self, token: int, mode: Mode, version: int | None) -> None:
+        """Wait for Kite to stream (or refuse) a sent token, then record the outcome."""
         try:
-            self._holder.wait_confirmed(instrument_token)
+            self._holder.wait_confirmed(token)
         except SubscriptionRefused as exc:
             with self._pool.connection() as conn:
-                store.mark_refused(conn, instrument_token, self.account.id, str(exc))
+                store.mark_refused(conn, token, self.account.id, str(exc))
             raise
         with self._pool.connection() as conn:
             row = store.record_applied(
-                conn, instrument_token, self.account.id, mode, version, lifecycle_event
+                conn, token, self.account.id, mode, version, lifecycle_event
             )
         if row is None:
             # The request was withdrawn (or moved) before we got to it.
-            self._holder.unsubscribe(instrument_token)
+            self._holder.unsubscribe(token)
             log.warning("subscribe dropped, no row account=%s token=%s",
-                        self.account.id, instrument_token)
-            return
-        self.flush_events()
+                        self.account.id, token)
 
     def apply_unsubscribe(self, instrument_token: int, version: int | None) -> None:
         self._holder.unsubscribe(instrument_token)

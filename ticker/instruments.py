@@ -72,6 +72,7 @@ class InstrumentUniverse:
         self._ttl_s = ttl_s
         self._clock = clock
         self._by_token: dict[int, Instrument] = {}
+        self._by_symbol: dict[tuple[str, str], Instrument] = {}
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
 
@@ -83,6 +84,23 @@ class InstrumentUniverse:
             raise UnknownInstrument(
                 f"instrument_token {instrument_token} is not in Kite's instrument list "
                 f"({len(by_token)} instruments); check the token for today's contracts"
+            ) from None
+
+    def lookup_symbol(self, exchange: str, tradingsymbol: str) -> Instrument:
+        """The instrument Kite lists as `tradingsymbol` on `exchange` (any case).
+
+        Symbols are how people name contracts; tokens are what the socket takes, and
+        they change as contracts expire, so the mapping is read from today's dump.
+        """
+        self._current()
+        key = (exchange.upper(), tradingsymbol.upper())
+        try:
+            return self._by_symbol[key]
+        except KeyError:
+            raise UnknownInstrument(
+                f"tradingsymbol {tradingsymbol!r} on exchange {exchange!r} is not in "
+                f"Kite's instrument list ({len(self._by_symbol)} instruments); check the "
+                "symbol and its expiry against today's contracts"
             ) from None
 
     def _current(self) -> dict[int, Instrument]:
@@ -107,6 +125,8 @@ class InstrumentUniverse:
             self._loaded_at = self._clock() - self._ttl_s + RETRY_AFTER_FAILURE_S
             return
         self._by_token = fresh
+        self._by_symbol = {(i.exchange.upper(), i.tradingsymbol.upper()): i
+                           for i in fresh.values()}
         self._loaded_at = self._clock()
         log.info("instruments loaded count=%d seconds=%.2f",
                  len(fresh), time.monotonic() - started)

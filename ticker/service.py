@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -19,9 +19,9 @@ from psycopg_pool import ConnectionPool
 
 from ticker.accounts import Accounts
 from ticker.backfill import Candle
-from ticker.errors import SubscriptionNotFound, TickerError
+from ticker.errors import SubscriptionNotFound, TickerError, UnknownInstrument
 from ticker.events import read_stream
-from ticker.instruments import InstrumentUniverse
+from ticker.instruments import Instrument, InstrumentUniverse
 from ticker.liveness import (
     alive_accounts,
     placeable_accounts,
@@ -43,6 +43,9 @@ class TaskSender(Protocol):
 
     def unsubscribe(self, account_id: str, instrument_token: int, version: int,
                     task_id: str) -> None: ...
+
+    def subscribe_batch(self, account_id: str, changes: list[tuple[int, Mode, int]],
+                        task_id: str, backfill: list[int]) -> None: ...
 
 
 class DispatchFailed(TickerError):
@@ -130,6 +133,79 @@ class SubscriptionService:
                  instrument_token, sub.requested_mode.value, client_id, sub.account_id,
                  task_id)
         return ChangeOutcome(sub, accepted=True)
+
+    def resolve(self, instrument_token: int | None = None, exchange: str | None = None,
+                tradingsymbol: str | None = None) -> Instrument:
+        """The instrument a request names, by token or by exchange and tradingsymbol."""
+        if instrument_token is not None:
+            return self._universe.lookup(instrument_token)
+        if exchange is None or tradingsymbol is None:
+            raise UnknownInstrument("name an instrument_token, or an exchange and a "
+                                    "tradingsymbol")
+        return self._universe.lookup_symbol(exchange, tradingsymbol)
+
+    def subscribe_many(self, wanted: Sequence[tuple[Instrument, Mode | None]],
+                       client_id: str = DEFAULT_CLIENT_ID
+                       ) -> list[ChangeOutcome | TickerError]:
+        """Subscribe a batch for one requester: each item's outcome, in order.
+
+        Items are placed in one transaction, each on its own merits (one without room
+        is refused, the rest stand), and each account the batch lands on gets one
+        task for all of its tokens, which its worker sends to Kite as lists.
+        """
+        resolved = [(instrument, mode or self._default_mode(instrument.instrument_token,
+                                                            client_id))
+                    for instrument, mode in wanted]
+        alive = self._placeable_accounts()
+        task_ids: dict[str, str] = {}
+        with self._pool.connection() as conn:
+            placed = store.place_many(
+                conn, resolved, [(a.id, a.capacity) for a in self._accounts],
+                alive.__contains__,
+                lambda account_id: task_ids.setdefault(account_id, str(uuid.uuid4())),
+                client_id,
+            )
+            by_account: dict[str, dict[int, store.Placement]] = {}
+            for outcome in placed:
+                if isinstance(outcome, store.Placement) and outcome.task_needed:
+                    sub = outcome.subscription
+                    # A token named twice: its latest placement is what the socket needs.
+                    by_account.setdefault(sub.account_id, {})[sub.instrument_token] = outcome
+            failed = self._dispatch_batches(conn, by_account, task_ids, client_id)
+        outcomes: list[ChangeOutcome | TickerError] = []
+        for outcome in placed:
+            if isinstance(outcome, TickerError):
+                outcomes.append(outcome)
+            elif outcome.subscription.account_id in failed and outcome.task_needed:
+                outcomes.append(failed[outcome.subscription.account_id])
+            else:
+                outcomes.append(ChangeOutcome(outcome.subscription, outcome.task_needed))
+        log.info("batch accepted client=%s items=%d tasks=%s", client_id, len(wanted),
+                 ",".join(f"{a}:{t}" for a, t in task_ids.items() if a in by_account))
+        return outcomes
+
+    def _dispatch_batches(self, conn: Any, by_account: dict[str, dict[int, store.Placement]],
+                          task_ids: dict[str, str], client_id: str
+                          ) -> dict[str, DispatchFailed]:
+        """Send each account its one task; undo the rows of an account whose task failed."""
+        failed: dict[str, DispatchFailed] = {}
+        for account_id, placements in by_account.items():
+            subs = [p.subscription for p in placements.values()]
+            try:
+                self._sender.subscribe_batch(
+                    account_id,
+                    [(s.instrument_token, s.requested_mode, s.version) for s in subs],
+                    task_ids[account_id],
+                    backfill=[p.subscription.instrument_token
+                              for p in placements.values() if p.created],
+                )
+            except Exception as exc:
+                for placement in placements.values():
+                    store.undo(conn, placement.subscription, placement.previous, client_id,
+                               placement.previous_hold)
+                failed[account_id] = DispatchFailed(
+                    f"could not queue the subscribe for account {account_id}: {exc}")
+        return failed
 
     def unsubscribe(self, instrument_token: int,
                     client_id: str = DEFAULT_CLIENT_ID) -> ChangeOutcome:

@@ -170,6 +170,14 @@ class SocketHolder:
         """Put a token on a socket in `mode`, or change its mode if it is on one."""
         blockingCallFromThread(reactor, self._subscribe, instrument_token, mode)
 
+    def subscribe_many(self, changes: Mapping[int, Mode]) -> None:
+        """Put many tokens on the sockets at once, each in its mode.
+
+        Kite takes lists, so new tokens go out in one subscribe and one mode message
+        per connection and mode, not one pair a token.
+        """
+        blockingCallFromThread(reactor, self._subscribe_many, dict(changes))
+
     def wait_confirmed(self, instrument_token: int) -> None:
         """Return once Kite streams a newly sent token; raise SubscriptionRefused if not.
 
@@ -273,6 +281,36 @@ class SocketHolder:
                   self.account_id, token, mode.value, connection.index)
         if previous is None and connection.phase is Phase.OPEN:
             self._await_confirmation(connection, token)
+
+    def _subscribe_many(self, changes: dict[int, Mode]) -> None:
+        fresh: dict[int, tuple[_Connection, list[int]]] = {}
+        moded: dict[tuple[int, Mode], tuple[_Connection, list[int]]] = {}
+        for token, mode in changes.items():
+            self._refused.pop(token, None)
+            connection = self._where.get(token) or self._connection_with_room()
+            previous = connection.tokens.get(token)
+            if previous is mode:
+                continue
+            connection.tokens[token] = mode
+            self._where[token] = connection
+            if not connection.opened_once:
+                continue  # sent with the rest when the connection first opens
+            if previous is None:
+                fresh.setdefault(connection.index, (connection, []))[1].append(token)
+            moded.setdefault((connection.index, mode), (connection, []))[1].append(token)
+        # New tokens first, in one subscribe per connection; then each mode's list.
+        for connection, tokens in fresh.values():
+            for batch in _chunks(tokens):
+                connection.ticker.subscribe(batch)
+        for (_, mode), (connection, tokens) in moded.items():
+            for batch in _chunks(tokens):
+                connection.ticker.set_mode(mode.value, batch)
+            log.debug("tokens sent account=%s count=%d mode=%s connection=%d",
+                      self.account_id, len(tokens), mode.value, connection.index)
+        for connection, tokens in fresh.values():
+            if connection.phase is Phase.OPEN:
+                for token in tokens:
+                    self._await_confirmation(connection, token)
 
     def _await_confirmation(self, connection: _Connection, token: int) -> None:
         if token not in connection.awaiting:
@@ -477,3 +515,9 @@ class SocketHolder:
             if not connection.is_open.is_set():
                 connection.closed.set()
         return list(self._connections)
+
+
+def _chunks(tokens: list[int]) -> list[list[int]]:
+    """Kite's messages stay small: at most TOKENS_PER_MESSAGE tokens each."""
+    step = TOKENS_PER_MESSAGE
+    return [tokens[i : i + step] for i in range(0, len(tokens), step)]

@@ -120,3 +120,27 @@ class Error(BaseModel):
     """Every error the API gives, whatever its status."""
 
     error: ErrorBody
+
+
+class ItemRefusal(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class BatchItem(_Open):
+    """One instrument of a batch: queued for the socket, already there, or refused."""
+
+    index: int
+    outcome: Literal["queued", "unchanged", "refused"]
+    instrument_token: int | None
+    subscription: Subscription | None
+    error: ItemRefusal | None
+
+
+class BatchAnswer(_Open):
+    client_id: str
+    results: list[BatchItem]
+    queued: int
+    unchanged: int
+    refused: int

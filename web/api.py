@@ -7,12 +7,16 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.exposition import choose_encoder
 
+from ticker.errors import UnknownInstrument
 from ticker.service import ChangeOutcome, SubscriptionService
 from ticker.subscriptions import Subscription
 from ticker.ticks import IST
 from web import answers
+from web.batch import subscribe_batch
 from web.contract import documented, parse, spec
+from web.errors import ApiError
 from web.schemas import (
+    BatchSubscribeRequest,
     CandlesQuery,
     EventsQuery,
     ListQuery,
@@ -55,9 +59,31 @@ def create_subscription(body: SubscribeRequest):  # type: ignore[no-untyped-def]
     202 when a task was queued for the socket; 200 when the socket already carries
     what the token's requesters need (the request is recorded all the same).
     """
-    outcome = _service().subscribe(body.instrument_token, body.requested_mode,
+    problem = body.problem()
+    if problem is not None:
+        raise ApiError(422, "invalid_field", f"{problem[0]}: {problem[1]}", field=problem[0])
+    try:
+        instrument = _service().resolve(body.instrument_token, body.exchange,
+                                        body.tradingsymbol)
+    except UnknownInstrument as exc:
+        field = "instrument_token" if body.instrument_token is not None else "tradingsymbol"
+        raise ApiError(404, "unknown_instrument", str(exc), field=field) from None
+    outcome = _service().subscribe(instrument.instrument_token, body.requested_mode,
                                    body.client_id)
     return _answer(outcome)
+
+
+@api.post("/subscriptions/batch")
+@documented({200: answers.BatchAnswer, 202: answers.BatchAnswer},
+            body=BatchSubscribeRequest, writes=True, tags=("subscriptions",))
+def create_subscriptions(body: BatchSubscribeRequest):  # type: ignore[no-untyped-def]
+    """Subscribe many instruments for one requester; the answer goes item by item.
+
+    Each account the batch lands on gets one task, sent to Kite as lists. 202 when
+    any item was queued, 200 when none needed the socket.
+    """
+    answer, status = subscribe_batch(_service(), body, _with_requesters)
+    return jsonify(answer), status
 
 
 @api.patch("/subscriptions/<raw_token>")

@@ -67,6 +67,14 @@ _DOMAIN_ERRORS: list[tuple[type[Exception], int, str, str | None]] = [
 ]
 
 
+def describe(exc: Exception) -> tuple[int, str, str | None] | None:
+    """The status, code and field a core error answers with; None for any other."""
+    for kind, status, code, field in _DOMAIN_ERRORS:
+        if isinstance(exc, kind):
+            return status, code, field
+    return None
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]

@@ -26,6 +26,11 @@ MAX_STREAM_ID_PART = 2**64 - 1
 
 # A requester's name: what a back end calls itself, kept plain for logs and URLs.
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+# Kite's symbols are upper-case letters, digits and a few marks (M&M, NIFTY 50).
+TRADINGSYMBOL_PATTERN = r"^[A-Za-z0-9&._ -]{1,64}$"
+EXCHANGE_PATTERN = r"^[A-Za-z]{2,8}$"
+# Kite takes at most 3,000 instruments a connection: a batch fills one at most.
+MAX_BATCH = 3000
 
 
 class _ModeField(BaseModel):
@@ -42,14 +47,46 @@ class _ModeField(BaseModel):
             raise ValueError(f"must be one of LTP, QUOTE or FULL, not {value!r}") from None
 
 
-class SubscribeRequest(_ModeField):
+class InstrumentRef(_ModeField):
+    """One instrument, by token or by exchange and tradingsymbol (as Kite lists it)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    instrument_token: StrictInt = Field(ge=1, le=MAX_INSTRUMENT_TOKEN)
-    # Who asks; a token streams while any requester holds it, in the highest mode.
-    client_id: StrictStr = Field(DEFAULT_CLIENT_ID, pattern=CLIENT_ID_PATTERN)
+    instrument_token: StrictInt | None = Field(None, ge=1, le=MAX_INSTRUMENT_TOKEN)
+    tradingsymbol: StrictStr | None = Field(None, pattern=TRADINGSYMBOL_PATTERN)
+    exchange: StrictStr | None = Field(None, pattern=EXCHANGE_PATTERN)
     # None keeps a live subscription's mode, and means QUOTE (Kite's own default)
     # for a new one, so "make sure it is subscribed" never changes a mode.
+    requested_mode: Mode | None = None
+
+    def problem(self) -> tuple[str, str] | None:
+        """The field at fault and why, when the instrument is not named exactly once."""
+        if self.instrument_token is not None:
+            if self.tradingsymbol is not None or self.exchange is not None:
+                return ("tradingsymbol", "name the instrument by instrument_token or by "
+                        "tradingsymbol and exchange, not both")
+            return None
+        if self.tradingsymbol is None:
+            return ("instrument_token", "Field required (or give tradingsymbol and "
+                    "exchange)")
+        if self.exchange is None:
+            return ("exchange", "Field required with tradingsymbol (NSE, NFO, BSE, ...)")
+        return None
+
+
+class SubscribeRequest(InstrumentRef):
+    # Who asks; a token streams while any requester holds it, in the highest mode.
+    client_id: StrictStr = Field(DEFAULT_CLIENT_ID, pattern=CLIENT_ID_PATTERN)
+
+
+class BatchSubscribeRequest(_ModeField):
+    """POST /subscriptions/batch: many instruments for one requester."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instruments: list[InstrumentRef] = Field(min_length=1, max_length=MAX_BATCH)
+    client_id: StrictStr = Field(DEFAULT_CLIENT_ID, pattern=CLIENT_ID_PATTERN)
+    # The mode of every item that names none of its own.
     requested_mode: Mode | None = None
 
 

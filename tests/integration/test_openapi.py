@@ -14,15 +14,21 @@ def test_the_document_describes_every_route_with_its_inputs_and_error_shape(
                   for method in ops}
     assert operations == {
         ("POST", "/subscriptions"), ("GET", "/subscriptions"),
+        ("POST", "/subscriptions/batch"),
         ("GET", "/subscriptions/{raw_token}"), ("DELETE", "/subscriptions/{raw_token}"),
-        ("PATCH", "/subscriptions/{raw_token}"), ("GET", "/subscriptions/{raw_token}/candles"), ("GET", "/events"),
+        ("PATCH", "/subscriptions/{raw_token}"),
+        ("GET", "/subscriptions/{raw_token}/candles"), ("GET", "/events"),
         ("GET", "/accounts"), ("GET", "/health"),
     }
     post = document["paths"]["/subscriptions"]["post"]
     # The request body is the very model the route validates with.
     body_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = document["components"]["schemas"][body_ref.rsplit("/", 1)[1]]
-    assert schema["properties"]["instrument_token"]["maximum"] == MAX_INSTRUMENT_TOKEN
+    # A token or a symbol names the instrument, so the token may be null.
+    [token_schema] = [choice for choice in schema["properties"]["instrument_token"]["anyOf"]
+                      if choice["type"] == "integer"]
+    assert token_schema["maximum"] == MAX_INSTRUMENT_TOKEN
+    assert {"tradingsymbol", "exchange", "client_id"} <= schema["properties"].keys()
     assert schema["additionalProperties"] is False
     for status in ("400", "401", "404", "413", "422", "503"):
         ref = post["responses"][status]["content"]["application/json"]["schema"]["$ref"]

@@ -304,3 +304,23 @@ def test_a_flush_repeated_after_a_crash_publishes_nothing_twice(
     assert created["instrument_token"] == 24
     assert created["event_id"]
     assert stored_events(db) == []
+
+
+def test_a_batch_places_what_fits_and_refuses_the_rest_item_by_item(db):
+    task_ids: dict[str, str] = {}
+    wanted = [(instrument(token), Mode.QUOTE) for token in range(100, 160)]
+
+    outcomes = store.place_many(db, wanted, LIMITS, lambda _: True,
+                                lambda account: task_ids.setdefault(account, f"t-{account}"),
+                                client_id="desk-batch")
+
+    placed = [o for o in outcomes if isinstance(o, store.Placement)]
+    refused = [o for o in outcomes if isinstance(o, CapacityExhausted)]
+    assert (len(placed), len(refused)) == (50, 10)
+    # What fits is what comes first; the refused items wrote nothing.
+    assert all(isinstance(o, store.Placement) for o in outcomes[:50])
+    assert store.usage_by_account(db) == {"acct-a": 30, "acct-b": 20}
+    assert {p.subscription.task_id for p in placed} == {"t-acct-a", "t-acct-b"}
+    assert all(p.subscription.task_id == f"t-{p.subscription.account_id}" for p in placed)
+    assert store.get(db, 155) is None
+    assert requesters.by_token(db, [100])[100] == [("desk-batch", Mode.QUOTE)]

@@ -7,7 +7,7 @@ push an account past its limit; the primary key keeps a token on one account.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,7 +15,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ticker.capacity import AccountLoad, choose_account
-from ticker.errors import CapacityExhausted, NoLiveWorker, SubscriptionNotFound
+from ticker.errors import (
+    CapacityExhausted,
+    NoLiveWorker,
+    SubscriptionNotFound,
+    TickerError,
+)
 from ticker.instruments import Instrument
 from ticker.storage import outbox, requesters
 from ticker.subscriptions import (
@@ -87,74 +92,116 @@ def place(
     The socket's mode is the highest any requester of the token asks for. With
     `must_hold`, only a requester that already holds the token may change it.
     """
-    token = instrument.instrument_token
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK_ID,))
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM subscriptions WHERE instrument_token = %s FOR UPDATE",
-            (token,),
+        return _place(cur, instrument, mode, account_limits, alive, lambda _: task_id,
+                      client_id, must_hold)
+
+
+def place_many(
+    conn: psycopg.Connection[Any],
+    wanted: Sequence[tuple[Instrument, Mode]],
+    account_limits: Iterable[tuple[str, int]],
+    alive: Callable[[str], bool],
+    task_id_for: Callable[[str], str],
+    client_id: str = DEFAULT_CLIENT_ID,
+) -> list[Placement | TickerError]:
+    """Place a batch in one transaction: each item's placement, or why it was refused.
+
+    An item refused for capacity or liveness writes nothing and the rest go on, so
+    the answer can say item by item what happened. `task_id_for` names the task
+    of each account the batch lands on.
+    """
+    limits = list(account_limits)
+    outcomes: list[Placement | TickerError] = []
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK_ID,))
+        for instrument, mode in wanted:
+            try:
+                outcomes.append(_place(cur, instrument, mode, limits, alive, task_id_for,
+                                       client_id, must_hold=False))
+            except (CapacityExhausted, NoLiveWorker) as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+def _place(
+    cur: psycopg.Cursor[Any],
+    instrument: Instrument,
+    mode: Mode,
+    account_limits: Iterable[tuple[str, int]],
+    alive: Callable[[str], bool],
+    task_id_for: Callable[[str], str],
+    client_id: str,
+    must_hold: bool,
+) -> Placement:
+    # Runs under the placement lock; raises before writing anything of its own.
+    token = instrument.instrument_token
+    cur.execute(
+        f"SELECT {_COLUMNS} FROM subscriptions WHERE instrument_token = %s FOR UPDATE",
+        (token,),
+    )
+    row = cur.fetchone()
+    previous = _subscription(row) if row else None
+    live = previous is not None and previous.status in (Status.PENDING, Status.ACTIVE)
+    held = requesters.mode_of(cur, token, client_id) if live else None
+    if must_hold and held is None:
+        raise SubscriptionNotFound(
+            f"client {client_id!r} holds no subscription of instrument_token "
+            f"{token}; subscribe with POST /subscriptions"
         )
-        row = cur.fetchone()
-        previous = _subscription(row) if row else None
-        live = previous is not None and previous.status in (Status.PENDING, Status.ACTIVE)
-        held = requesters.mode_of(cur, token, client_id) if live else None
-        if must_hold and held is None:
-            raise SubscriptionNotFound(
-                f"client {client_id!r} holds no subscription of instrument_token "
-                f"{token}; subscribe with POST /subscriptions"
-            )
-        if live:
+    if live:
+        requesters.hold(cur, token, client_id, mode)
+        mode = highest(requesters.modes(cur, token))
+
+    def placed(sub: Subscription, task_needed: bool, created: bool) -> Placement:
+        if not live:
             requesters.hold(cur, token, client_id, mode)
-            mode = highest(requesters.modes(cur, token))
+        return Placement(sub, task_needed, created, previous, client_id, held)
 
-        def placed(sub: Subscription, task_needed: bool, created: bool) -> Placement:
-            if not live:
-                requesters.hold(cur, token, client_id, mode)
-            return Placement(sub, task_needed, created, previous, client_id, held)
-
-        if previous and previous.status is not Status.REMOVED:
-            # The token keeps its account: its socket already carries it, or will.
-            if previous.status is not Status.REMOVING and previous.requested_mode is mode:
-                return placed(previous, task_needed=False, created=False)
-            # A mode change keeps a live subscription active; a token whose removal
-            # is still queued goes back to pending until its subscribe is applied.
-            status = Status.ACTIVE if previous.status is Status.ACTIVE else Status.PENDING
-            cur.execute(
-                f"""UPDATE subscriptions
-                    SET requested_mode = %s, status = %s, version = version + 1,
-                        task_id = %s, updated_at = now()
-                    WHERE instrument_token = %s RETURNING {_COLUMNS}""",
-                (mode.value, status.value, task_id, token),
-            )
-            return placed(_subscription(cur.fetchone()), task_needed=True, created=False)
-
-        account_id = choose_account(
-            AccountLoad(account_id, capacity, used, alive(account_id))
-            for account_id, capacity, used in _loads(cur, account_limits)
-        )
+    if previous and previous.status is not Status.REMOVED:
+        # The token keeps its account: its socket already carries it, or will.
+        if previous.status is not Status.REMOVING and previous.requested_mode is mode:
+            return placed(previous, task_needed=False, created=False)
+        # A mode change keeps a live subscription active; a token whose removal
+        # is still queued goes back to pending until its subscribe is applied.
+        status = Status.ACTIVE if previous.status is Status.ACTIVE else Status.PENDING
         cur.execute(
-            f"""INSERT INTO subscriptions (instrument_token, tradingsymbol, exchange,
-                    segment, account_id, requested_mode, status, task_id)
-                VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s)
-                ON CONFLICT (instrument_token) DO UPDATE SET
-                    tradingsymbol = EXCLUDED.tradingsymbol,
-                    exchange = EXCLUDED.exchange, segment = EXCLUDED.segment,
-                    account_id = EXCLUDED.account_id,
-                    requested_mode = EXCLUDED.requested_mode, applied_mode = NULL,
-                    status = 'pending', version = subscriptions.version + 1,
-                    task_id = EXCLUDED.task_id, created_at = now(), updated_at = now()
-                RETURNING {_COLUMNS}""",
-            (
-                token,
-                instrument.tradingsymbol,
-                instrument.exchange,
-                instrument.segment,
-                account_id,
-                mode.value,
-                task_id,
-            ),
+            f"""UPDATE subscriptions
+                SET requested_mode = %s, status = %s, version = version + 1,
+                    task_id = %s, updated_at = now()
+                WHERE instrument_token = %s RETURNING {_COLUMNS}""",
+            (mode.value, status.value, task_id_for(previous.account_id), token),
         )
-        return placed(_subscription(cur.fetchone()), task_needed=True, created=True)
+        return placed(_subscription(cur.fetchone()), task_needed=True, created=False)
+
+    account_id = choose_account(
+        AccountLoad(account_id, capacity, used, alive(account_id))
+        for account_id, capacity, used in _loads(cur, account_limits)
+    )
+    cur.execute(
+        f"""INSERT INTO subscriptions (instrument_token, tradingsymbol, exchange,
+                segment, account_id, requested_mode, status, task_id)
+            VALUES (%s, %s, %s, %s, %s, %s, 'pending', %s)
+            ON CONFLICT (instrument_token) DO UPDATE SET
+                tradingsymbol = EXCLUDED.tradingsymbol,
+                exchange = EXCLUDED.exchange, segment = EXCLUDED.segment,
+                account_id = EXCLUDED.account_id,
+                requested_mode = EXCLUDED.requested_mode, applied_mode = NULL,
+                status = 'pending', version = subscriptions.version + 1,
+                task_id = EXCLUDED.task_id, created_at = now(), updated_at = now()
+            RETURNING {_COLUMNS}""",
+        (
+            token,
+            instrument.tradingsymbol,
+            instrument.exchange,
+            instrument.segment,
+            account_id,
+            mode.value,
+            task_id_for(account_id),
+        ),
+    )
+    return placed(_subscription(cur.fetchone()), task_needed=True, created=True)
 
 
 def withdraw(
