@@ -39,6 +39,12 @@ class Api:
         body = json.dumps({"instrument_token": token, "requested_mode": mode})
         return self._call("POST", "/subscriptions", body)
 
+    def subscribe_batch(self, tokens: Sequence[int], mode: str = "FULL"
+                        ) -> tuple[int, dict[str, Any]]:
+        body = json.dumps({"instruments": [{"instrument_token": t} for t in tokens],
+                           "requested_mode": mode})
+        return self._call("POST", "/subscriptions/batch", body)
+
     def unsubscribe(self, token: int) -> tuple[int, dict[str, Any]]:
         return self._call("DELETE", f"/subscriptions/{token}")
 

@@ -241,6 +241,34 @@ def reload_baseline(stack: Any, tokens: Sequence[int], mode: str, interval_s: fl
     return result
 
 
+def batched(port: int, watch: EventWatch, tokens: Sequence[int], mode: str,
+            batch_size: int) -> dict[str, Any]:
+    """Instruments a second through POST /subscriptions/batch, one client.
+
+    Timed from the first POST to the last `subscription_created`; each POST's own
+    answer time is kept too (placement of the whole batch in one transaction).
+    """
+    for token in tokens:
+        watch.expect(CREATED, token)
+    api = Api(port)
+    answered = []
+    started = time.monotonic()
+    for start in range(0, len(tokens), batch_size):
+        posted = time.monotonic()
+        status, body = api.subscribe_batch(tokens[start : start + batch_size], mode)
+        if status not in (200, 202) or body["refused"]:
+            raise RuntimeError(f"batch refused: {status} {str(body)[:300]}")
+        answered.append(time.monotonic() - posted)
+    missing = watch.wait_all(CREATED, tokens, EVENT_TIMEOUT_S)
+    if missing:
+        raise RuntimeError(f"{len(missing)} batch subscribes never announced")
+    last = max(watch.wait(CREATED, token, 0) or 0.0 for token in tokens)
+    elapsed = last - started
+    return {"instruments": len(tokens), "batch_size": batch_size,
+            "seconds": round(elapsed, 3), "per_s": round(len(tokens) / elapsed, 1),
+            "post_answer_ms": [round(x * 1000, 1) for x in answered]}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.subscribe_latency",
                                      description=__doc__.split("\n\n")[0])
@@ -251,6 +279,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--concurrent-n", type=int, default=800,
                         help="subscribes in the concurrent run (at the first level)")
+    parser.add_argument("--batch-n", type=int, default=3000,
+                        help="instruments subscribed through POST /subscriptions/batch")
+    parser.add_argument("--batch-size", type=int, default=500,
+                        help="instruments in each batch POST")
     parser.add_argument("--incremental", type=int, default=5,
                         help="single subscribes whose gap is measured at the gap level")
     parser.add_argument("--reloads", type=int, default=3, help="full reloads in the baseline")
@@ -307,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                       + ", ".join(f"{x * 1000:.0f}" for x in warm) + " ms")
 
         live = 0
-        concurrent_rate = float("nan")
+        concurrent_rate = batch_rate = float("nan")
         by_level: dict[int, dict[str, float]] = {}
         for level in levels:
             live = grow_to(stack.web_port, watch, tokens, live, level, args.mode, report, groups)
@@ -351,6 +383,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if removed.missing:
                     raise RuntimeError(f"{len(removed.missing)} removals never announced")
 
+                batch = tokens.fresh(args.batch_n)
+                meter = CpuMeter(groups).start()
+                batch_figures = batched(stack.web_port, watch, batch, args.mode,
+                                        args.batch_size)
+                cpu = meter.stop()
+                batch_rate = batch_figures["per_s"]
+                report.figure("batch", {**batch_figures, "cpu": cpu},
+                              f"{args.batch_n} instruments in batches of {args.batch_size}:"
+                              f" {batch_rate:.0f} instruments/s from first POST to last "
+                              f"created; each POST answered in "
+                              f"{statistics.median(batch_figures['post_answer_ms']):.0f} ms "
+                              f"(median); CPU % of a core: {cpu}")
+                removed = remove_many(stack.web_port, watch, batch)
+                if removed.missing:
+                    raise RuntimeError(f"{len(removed.missing)} removals never announced")
+
             if level == args.gap_level:
                 gaps = incremental_gaps(stack, watch, tokens.live[:level],
                                         tokens.fresh(args.incremental), args.mode,
@@ -386,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                       by_level[last]["p99_ms"] / by_level[first]["p99_ms"], 1.5)
         report.target(f"subscribes/s with {args.clients} clients", concurrent_rate, 300,
                       at_most=False)
+        report.target("batch instruments/s", batch_rate, 5000, at_most=False)
     report.finish()
 
 

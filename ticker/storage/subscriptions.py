@@ -116,10 +116,12 @@ def place_many(
     outcomes: list[Placement | TickerError] = []
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (PLACEMENT_LOCK_ID,))
+        # Counted once: under the lock only this batch places, and it keeps count.
+        used = _used(cur)
         for instrument, mode in wanted:
             try:
                 outcomes.append(_place(cur, instrument, mode, limits, alive, task_id_for,
-                                       client_id, must_hold=False))
+                                       client_id, must_hold=False, used=used))
             except (CapacityExhausted, NoLiveWorker) as exc:
                 outcomes.append(exc)
     return outcomes
@@ -134,8 +136,10 @@ def _place(
     task_id_for: Callable[[str], str],
     client_id: str,
     must_hold: bool,
+    used: dict[str, int] | None = None,
 ) -> Placement:
     # Runs under the placement lock; raises before writing anything of its own.
+    # `used`, when given, is the caller's running count of each account's load.
     token = instrument.instrument_token
     cur.execute(
         f"SELECT {_COLUMNS} FROM subscriptions WHERE instrument_token = %s FOR UPDATE",
@@ -175,10 +179,12 @@ def _place(
         )
         return placed(_subscription(cur.fetchone()), task_needed=True, created=False)
 
+    loads = _used(cur) if used is None else used
     account_id = choose_account(
-        AccountLoad(account_id, capacity, used, alive(account_id))
-        for account_id, capacity, used in _loads(cur, account_limits)
+        AccountLoad(account_id, capacity, loads.get(account_id, 0), alive(account_id))
+        for account_id, capacity in account_limits
     )
+    loads[account_id] = loads.get(account_id, 0) + 1
     cur.execute(
         f"""INSERT INTO subscriptions (instrument_token, tradingsymbol, exchange,
                 segment, account_id, requested_mode, status, task_id)
@@ -411,7 +417,7 @@ def move_off(
             (account_id,),
         )
         rows = [_subscription(row) for row in cur.fetchall()]
-        used = {aid: n for aid, _, n in _loads(cur, limits)}
+        used = {aid: 0 for aid, _ in limits} | _used(cur)
         for row in rows:
             try:
                 target = choose_account(
@@ -488,16 +494,14 @@ def usage_by_account(conn: psycopg.Connection[Any]) -> dict[str, int]:
         return {account_id: used for account_id, used in cur.fetchall()}
 
 
-def _loads(
-    cur: psycopg.Cursor[Any], account_limits: Iterable[tuple[str, int]]
-) -> list[tuple[str, int, int]]:
+def _used(cur: psycopg.Cursor[Any]) -> dict[str, int]:
+    """Instruments each account's sockets carry or are about to."""
     cur.execute(
         "SELECT account_id, count(*) AS used FROM subscriptions "
         "WHERE status = ANY(%s) GROUP BY account_id",
         (list(_LIVE),),
     )
-    used = {row["account_id"]: row["used"] for row in cur.fetchall()}
-    return [(aid, capacity, used.get(aid, 0)) for aid, capacity in account_limits]
+    return {row["account_id"]: row["used"] for row in cur.fetchall()}
 
 
 def _subscription(row: dict[str, Any] | None) -> Subscription:
