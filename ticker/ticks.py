@@ -39,11 +39,12 @@ DEPTH_LEVELS = 5
 
 _COUNT = struct.Struct(">H")
 _LENGTH = struct.Struct(">H")
-_LTP = struct.Struct(">II")
-_INDEX_QUOTE = struct.Struct(">6I")
-_INDEX_FULL = struct.Struct(">6I4xI")
-_QUOTE = struct.Struct(">11I")
-_FULL = struct.Struct(">16I" + "IIH2x" * (2 * DEPTH_LEVELS))
+# Each packet kind's layout, read with one unpack_from (also by ticker.tick_messages).
+LTP_LAYOUT = struct.Struct(">II")
+INDEX_QUOTE_LAYOUT = struct.Struct(">6I")
+INDEX_FULL_LAYOUT = struct.Struct(">6I4xI")
+QUOTE_LAYOUT = struct.Struct(">11I")
+FULL_LAYOUT = struct.Struct(">16I" + "IIH2x" * (2 * DEPTH_LEVELS))
 
 Tick = dict[str, Any]
 
@@ -111,11 +112,11 @@ def parse_packet(packet: bytes | memoryview) -> Tick | None:
     """One packet decoded by its length, or None for an unknown length."""
     length = len(packet)
     if length == QUOTE_PACKET_LEN:
-        return _quote(_QUOTE.unpack_from(packet))
+        return _quote(QUOTE_LAYOUT.unpack_from(packet))
     if length == FULL_PACKET_LEN:
-        return _full(_FULL.unpack_from(packet))
+        return _full(FULL_LAYOUT.unpack_from(packet))
     if length == LTP_PACKET_LEN:
-        token, last_price = _LTP.unpack_from(packet)
+        token, last_price = LTP_LAYOUT.unpack_from(packet)
         return {
             "tradable": token & 0xFF != SEGMENT_INDICES,
             "mode": MODE_LTP,
@@ -123,9 +124,9 @@ def parse_packet(packet: bytes | memoryview) -> Tick | None:
             "last_price": last_price / price_divisor(token),
         }
     if length == INDEX_QUOTE_PACKET_LEN:
-        return _index(_INDEX_QUOTE.unpack_from(packet), MODE_QUOTE)
+        return _index(INDEX_QUOTE_LAYOUT.unpack_from(packet), MODE_QUOTE)
     if length == INDEX_FULL_PACKET_LEN:
-        values = _INDEX_FULL.unpack_from(packet)
+        values = INDEX_FULL_LAYOUT.unpack_from(packet)
         tick = _index(values[:6], MODE_FULL)
         tick["exchange_timestamp"] = _time(values[6])
         return tick
