@@ -21,6 +21,7 @@ from ticker.accounts import Accounts
 from ticker.backfill import Candle
 from ticker.errors import SubscriptionNotFound, TickerError, UnknownInstrument
 from ticker.events import read_stream
+from ticker.fanout import LastPrice, last_prices_key, read_last_prices
 from ticker.instruments import Instrument, InstrumentUniverse
 from ticker.liveness import (
     alive_accounts,
@@ -28,6 +29,7 @@ from ticker.liveness import (
     socket_state,
     worker_states,
 )
+from ticker.status import read_recent_events
 from ticker.storage import candles as candle_store
 from ticker.storage import requesters as requester_store
 from ticker.storage import subscriptions as store
@@ -131,7 +133,7 @@ class SubscriptionService:
                 raise DispatchFailed(f"could not queue the subscribe: {exc}") from exc
         log.info("subscription accepted token=%s mode=%s client=%s account=%s task=%s",
                  instrument_token, sub.requested_mode.value, client_id, sub.account_id,
-                 task_id)
+                 task_id, extra={"event": "subscription_accepted"})
         return ChangeOutcome(sub, accepted=True)
 
     def resolve(self, instrument_token: int | None = None, exchange: str | None = None,
@@ -272,6 +274,14 @@ class SubscriptionService:
     def events(self, after: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Stored events after stream id `after`, and whether some may be trimmed away."""
         return read_stream(self._client, self._events_stream, after, limit)
+
+    def recent_events(self, count: int) -> list[dict[str, Any]]:
+        """The newest `count` stored events, newest first (the status page)."""
+        return read_recent_events(self._client, self._events_stream, count)
+
+    def last_prices(self, tokens: list[int]) -> dict[int, LastPrice]:
+        """The last price the workers saw for each token that has ticked."""
+        return read_last_prices(self._client, last_prices_key(self._key_prefix), tokens)
 
     def accounts(self) -> list[dict[str, Any]]:
         """Each account's limits, how much is used, and what its worker reports."""

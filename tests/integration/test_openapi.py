@@ -19,6 +19,7 @@ def test_the_document_describes_every_route_with_its_inputs_and_error_shape(
         ("PATCH", "/subscriptions/{raw_token}"),
         ("GET", "/subscriptions/{raw_token}/candles"), ("GET", "/events"),
         ("GET", "/accounts"), ("GET", "/health"),
+        ("GET", "/status.json"),
     }
     post = document["paths"]["/subscriptions"]["post"]
     # The request body is the very model the route validates with.
