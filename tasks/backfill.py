@@ -15,6 +15,7 @@ from celery import Task
 
 from tasks.app import app
 from tasks.once import RunsOnce
+from ticker.access_tokens import access_token_or_file
 from ticker.accounts import load_accounts
 from ticker.backfill_runner import BackfillRunner
 from ticker.config import Settings
@@ -50,6 +51,8 @@ def runner() -> BackfillRunner:
                 events=EventPublisher.from_settings(client, settings),
                 rest_root=settings.kite_rest_root,
                 trading_days=settings.backfill_trading_days,
+                access_token_of=lambda account: access_token_or_file(
+                    client, settings.key_prefix, account),
             )
         return _runner
 

@@ -19,11 +19,12 @@ import orjson
 import redis
 from psycopg_pool import ConnectionPool
 
+from ticker import access_tokens
 from ticker.accounts import Account, Accounts, load_accounts
 from ticker.config import Settings
 from ticker.errors import SocketUnavailable, SubscriptionRefused, TickerError
 from ticker.events import EventPublisher, lifecycle_event
-from ticker.fanout import TickFanout
+from ticker.fanout import TickFanout, last_prices_key
 from ticker.lease import AccountLease, lease_key
 from ticker.liveness import placeable_accounts, state_key
 from ticker.service import TaskSender
@@ -65,9 +66,16 @@ class AccountWorker:
         )
         self._events = EventPublisher.from_settings(client, settings)
         self._fanout = TickFanout(
-            client, settings.ticks_channel, account.id, settings.tick_backlog_frames
+            client, settings.ticks_channel, account.id, settings.tick_backlog_frames,
+            last_prices_key=last_prices_key(settings.key_prefix),
         )
-        self._access_token = account.resolve_access_token()
+        self._access_token = self._starting_token()
+        # The token connections Kite refused were last redialed with: each token is
+        # tried once on them, so a refused one never turns into a retry loop.
+        self._redialed_with = self._access_token
+        # The heartbeat and reconcile threads both pick up new tokens; one at a time,
+        # or both would redial the same refused connection.
+        self._token_lock = threading.Lock()
         self._holder = SocketHolder(
             account_id=account.id,
             api_key=account.api_key,
@@ -194,6 +202,11 @@ class AccountWorker:
         """
         states = self._holder.states()
         if any(c.phase is Phase.AUTH_FAILED for c in states):
+            # A rotated token not yet tried comes first: with it the account streams
+            # again, and moving its subscriptions away would have been for nothing.
+            self._pick_up_new_token()
+            states = self._holder.states()
+        if any(c.phase is Phase.AUTH_FAILED for c in states):
             return self._move_away()
         if not all(c.open for c in states):
             return 0  # a closed socket cannot confirm anything; try next round
@@ -296,20 +309,58 @@ class AccountWorker:
             except redis.RedisError as exc:
                 log.warning("heartbeat failed account=%s: %s", self.account.id, exc)
 
+    def _starting_token(self) -> str:
+        """The rotated token `ticker token set` stored, else the accounts file's."""
+        try:
+            override = access_tokens.read_override(
+                self._client, self.settings.key_prefix, self.account.id
+            )
+        except redis.RedisError as exc:
+            log.warning("token override unreadable account=%s: %s; using the file's",
+                        self.account.id, exc)
+            override = None
+        return override or self.account.resolve_access_token()
+
     def _pick_up_new_token(self) -> None:
-        """While Kite refuses the token, look for a new one in the accounts file."""
-        if not any(c.phase is Phase.AUTH_FAILED for c in self._holder.states()):
-            return
+        """Adopt a rotated access token; reconnect only connections Kite refused.
+
+        A token stored by `ticker token set` is looked for every beat; the accounts
+        file only while Kite refuses us. A healthy socket is left alone: the holder
+        dials its next client with the new token. A connection that was open before
+        the rotation keeps the old token in its client's URL, so when it reconnects
+        Kite refuses it once, and it is redialed here with the current token.
+        """
+        with self._token_lock:
+            refused = any(c.phase is Phase.AUTH_FAILED for c in self._holder.states())
+            token = self._current_token(refused)
+            if token is None:
+                return
+            if token != self._access_token:
+                log.info("new access token account=%s reconnecting_refused=%s",
+                         self.account.id, refused)
+                self._access_token = token
+                self._holder.reauthorize(token)
+                if refused:
+                    self._redialed_with = token
+            elif refused and token != self._redialed_with:
+                log.info("refused connections redialed with the current access token "
+                         "account=%s", self.account.id)
+                self._redialed_with = token
+                self._holder.reauthorize(token)
+
+    def _current_token(self, refused: bool) -> str | None:
+        """The token to use now, or None to keep ours; redis errors propagate."""
+        override = access_tokens.read_override(
+            self._client, self.settings.key_prefix, self.account.id
+        )
+        if override is not None or not refused:
+            return override
         try:
             fresh = load_accounts(self.settings.accounts_file).get(self.account.id)
-            token = fresh.resolve_access_token()
+            return fresh.resolve_access_token()
         except TickerError as exc:
             log.warning("accounts file unusable account=%s: %s", self.account.id, exc)
-            return
-        if token != self._access_token:
-            log.info("new access token found account=%s; reconnecting", self.account.id)
-            self._access_token = token
-            self._holder.reauthorize(token)
+            return None
 
     def state(self) -> dict[str, Any]:
         connections = self._holder.states()

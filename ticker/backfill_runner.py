@@ -8,13 +8,14 @@ after a partial failure and beat's periodic gap fill are one and the same operat
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import redis
 from psycopg_pool import ConnectionPool
 
-from ticker.accounts import Accounts
+from ticker.accounts import Account, Accounts
 from ticker.backfill import gap_start, is_derivative, split_span
 from ticker.events import (
     BACKFILL_COMPLETED,
@@ -41,8 +42,10 @@ class BackfillRunner:
         events: EventPublisher,
         rest_root: str,
         trading_days: int,
+        access_token_of: Callable[[Account], str] = Account.resolve_access_token,
     ) -> None:
         self._accounts = accounts
+        self._access_token_of = access_token_of
         self._pool = pool
         self._pacer = pacer
         self._events = events
@@ -63,9 +66,9 @@ class BackfillRunner:
         with self._pool.connection() as conn:
             last = candle_store.last_start(conn, instrument_token, interval)
         start = gap_start(last, now, interval, self._trading_days)
-        client = KiteHistorical(
-            self._accounts.get(subscription.account_id), self._rest_root, self._pacer
-        )
+        account = self._accounts.get(subscription.account_id)
+        client = KiteHistorical(account, self._rest_root, self._pacer,
+                                self._access_token_of(account))
         received = stored = 0
         for span in split_span(start, now, interval):
             candles = client.fetch(
@@ -84,7 +87,8 @@ class BackfillRunner:
         }
         self._announce(subscription, backfill_event(BACKFILL_COMPLETED, subscription, details))
         log.info("backfill done token=%s account=%s interval=%s stored=%d received=%d",
-                 instrument_token, subscription.account_id, interval, stored, received)
+                 instrument_token, subscription.account_id, interval, stored, received,
+                 extra={"event": "backfill_done"})
         return details
 
     def report_failure(self, instrument_token: int, interval: str, reason: str) -> None:

@@ -53,6 +53,8 @@ def web(workers: int) -> None:
         "--bind", f"{settings.web_host}:{settings.web_port}",
         "--workers", str(workers),
         "--access-logfile", "-",
+        # gunicorn's own lines in TICKER_LOG_FORMAT too (they bypass the root logger).
+        "--logger-class", "ticker.gunicorn_logging.GunicornLogger",
         "--graceful-timeout", "5",
         # Unused here, and its default path is shared by every stack on the host.
         "--no-control-socket",
@@ -121,7 +123,7 @@ def flower() -> None:
         _refuse(f"Flower would listen on {settings.flower_host} with no login: set "
                 "TICKER_FLOWER_BASIC_AUTH=user:password, or TICKER_FLOWER_HOST=127.0.0.1")
     _exec(
-        "celery", "-A", "tasks.app", "flower",
+        "celery", "-A", "tasks.flower_app", "flower",
         f"--address={settings.flower_host}", f"--port={settings.flower_port}",
     )
 
@@ -134,6 +136,18 @@ def migrate() -> None:
     settings = Settings()
     configure_logging(settings)
     apply_migrations(settings.database_url)
+
+
+def _add_operator_commands() -> None:
+    """The commands an operator runs against a running service (ticker/cli_*.py)."""
+    from ticker import cli_admin, cli_config, cli_ops, cli_streams
+
+    for module in (cli_ops, cli_streams, cli_admin, cli_config):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_add_operator_commands()
 
 
 def _refuse(message: str) -> None:

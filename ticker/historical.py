@@ -23,6 +23,7 @@ from ticker.accounts import Account
 from ticker.backfill import Candle, Span
 from ticker.errors import TickerError
 from ticker.ticks import IST
+from ticker.worker_metrics import HISTORICAL_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,13 @@ class HistoricalPacer:
 class KiteHistorical:
     """One account's historical-candle client."""
 
-    def __init__(self, account: Account, rest_root: str, pacer: HistoricalPacer) -> None:
+    def __init__(self, account: Account, rest_root: str, pacer: HistoricalPacer,
+                 access_token: str | None = None) -> None:
         self._api_key = account.api_key
+        # A token rotated with `ticker token set` wins over the accounts file's.
         self._kite = KiteConnect(
-            account.api_key, access_token=account.resolve_access_token(), root=rest_root
+            account.api_key, access_token=access_token or account.resolve_access_token(),
+            root=rest_root,
         )
         self._pacer = pacer
 
@@ -91,11 +95,14 @@ class KiteHistorical:
                 oi=oi,
             )
         except kite_errors.KiteException as exc:
+            HISTORICAL_REQUESTS.labels(code=str(exc.code)).inc()
             if exc.code == 429 or exc.code >= 500:
                 raise HistoricalUnavailable(f"Kite answered {exc.code}: {exc}") from exc
             raise HistoricalRefused(f"Kite refused ({type(exc).__name__}): {exc}") from exc
         except requests.RequestException as exc:
+            HISTORICAL_REQUESTS.labels(code="network").inc()
             raise HistoricalUnavailable(f"Kite unreachable: {exc}") from exc
+        HISTORICAL_REQUESTS.labels(code="200").inc()
         log.debug("candles fetched token=%s interval=%s from=%s to=%s count=%d",
                   instrument_token, interval, span.start, span.end, len(rows))
         return [_candle(instrument_token, interval, row) for row in rows]

@@ -47,10 +47,12 @@ class Instrument:
         )
 
 
-def fetch_from_kite(account: Account, rest_root: str) -> list[Instrument]:
+def fetch_from_kite(account: Account, rest_root: str, access_token: str | None = None
+                    ) -> list[Instrument]:
     """Every instrument Kite lists, through the official REST client."""
     kite = KiteConnect(
-        account.api_key, access_token=account.resolve_access_token(), root=rest_root
+        account.api_key, access_token=access_token or account.resolve_access_token(),
+        root=rest_root,
     )
     return [Instrument.from_kite(row) for row in kite.instruments()]
 

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from tasks.app import app as celery_app
 from tasks.sender import CeleryTaskSender
+from ticker.access_tokens import access_token_or_file
 from ticker.accounts import load_accounts
 from ticker.config import Settings
 from ticker.instruments import InstrumentUniverse, fetch_from_kite
@@ -23,6 +24,7 @@ from ticker.storage.pool import make_pool
 from web.api import api
 from web.contract import spec
 from web.errors import ApiError, register_error_handlers
+from web.status import status
 
 __all__ = ["create_app"]
 
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 
     register_error_handlers(app)
     app.register_blueprint(api)
+    app.register_blueprint(status)
     spec.register(app)
     return app
 
@@ -79,15 +82,18 @@ def create_app(settings: Settings | None = None, service: Any = None) -> Flask:
 def _wire(settings: Settings) -> SubscriptionService:
     accounts = load_accounts(settings.accounts_file)
     first = next(iter(accounts))
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                  socket_connect_timeout=2)
     universe = InstrumentUniverse(
-        lambda: fetch_from_kite(first, settings.kite_rest_root), settings.instruments_ttl_s
+        # A token rotated with `ticker token set` wins over the accounts file's.
+        lambda: fetch_from_kite(first, settings.kite_rest_root,
+                                access_token_or_file(client, settings.key_prefix, first)),
+        settings.instruments_ttl_s,
     )
     return SubscriptionService(
         accounts=accounts,
         pool=make_pool(settings.database_url, "web"),
-        client=redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        ),
+        client=client,
         universe=universe,
         sender=CeleryTaskSender(celery_app, settings),
         key_prefix=settings.key_prefix,
