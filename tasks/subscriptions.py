@@ -48,7 +48,8 @@ def subscribe(self: Task, account_id: str, instrument_token: int, mode: str,
               version: int) -> None:
     """Put an instrument on the account's socket in `mode` (or change its mode)."""
     log.info("subscribe account=%s token=%s mode=%s task=%s",
-             account_id, instrument_token, mode, self.request.id)
+             account_id, instrument_token, mode, self.request.id,
+             extra={"event": "subscribe"})
     try:
         _worker_for(account_id).apply_subscribe(instrument_token, Mode(mode), version)
     except TRANSIENT as exc:
@@ -62,7 +63,8 @@ def subscribe(self: Task, account_id: str, instrument_token: int, mode: str,
 def subscribe_batch(self: Task, account_id: str, changes: list[list[object]]) -> None:
     """Put a batch of instruments on the account's socket: `[[token, mode, version]]`."""
     log.info("subscribe batch account=%s tokens=%d task=%s",
-             account_id, len(changes), self.request.id)
+             account_id, len(changes), self.request.id,
+             extra={"event": "subscribe_batch"})
     parsed = [(int(token), Mode(mode), int(version))  # type: ignore[call-overload]
               for token, mode, version in changes]
     try:
@@ -81,7 +83,8 @@ def subscribe_batch(self: Task, account_id: str, changes: list[list[object]]) ->
 def unsubscribe(self: Task, account_id: str, instrument_token: int, version: int) -> None:
     """Take an instrument off the account's socket."""
     log.info("unsubscribe account=%s token=%s task=%s",
-             account_id, instrument_token, self.request.id)
+             account_id, instrument_token, self.request.id,
+             extra={"event": "unsubscribe"})
     try:
         _worker_for(account_id).apply_unsubscribe(instrument_token, version)
     except TRANSIENT as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -118,6 +118,17 @@ class Settings(BaseSettings):
     beat_schedule_file: Path = Path("var") / "celerybeat-schedule"
 
     log_level: str = "INFO"
+    # "text" (one plain line a record, for a terminal) or "json" (one JSON object
+    # a line, for a log shipper); every process of the service follows it.
+    log_format: Literal["text", "json"] = "text"
+
+    # Each Celery worker serves its own Prometheus series on this port plus an
+    # offset (backfill worker +0, the n-th account of the accounts file +1+n), so
+    # one host can run them all; 0 turns the workers' metrics off.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    # Loopback by default like every other listener; a Prometheus on another host
+    # needs the worker's own address (or 0.0.0.0).
+    worker_metrics_host: str = "127.0.0.1"
 
     @property
     def celery_broker_url(self) -> str:

@@ -28,7 +28,9 @@ from ticker.accounts import Account, load_accounts
 from ticker.config import Settings
 from ticker.embedded import address_answers, ensure_postgres, ensure_redis
 from ticker.errors import TickerError
+from ticker.logs import line_relay, name_this_process
 from ticker.supervisor import LineRelay, Supervisor, run_to_completion
+from ticker.worker_metrics import worker_metrics_port
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +106,16 @@ def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -
     0 after a requested stop, 1 when the stack could not be brought up, 2 when
     the configuration is unusable.
     """
+    name_this_process("runner")
     try:
         accounts = list(load_accounts(settings.accounts_file))
     except TickerError as exc:
         logger.error("runner: %s", exc)
         return EXIT_CONFIG
 
-    relay = LineRelay(sys.stdout)
+    # Children's lines come out as they log them: `name | text`, or one JSON
+    # object a line carrying `service` when TICKER_LOG_FORMAT=json.
+    relay = line_relay(settings, sys.stdout)
     var_dir = Path.cwd() / "var"
     with _stop_requested() as stop, ExitStack() as cleanup:
         # Registered first, so it runs last: after every child and server stopped.
@@ -142,6 +147,7 @@ def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -
         cleanup.callback(supervisor.stop_all, last=("simulator",))
         for name, argv in stack_commands(accounts).items():
             supervisor.start(name, argv)
+        _report_metrics_ports(settings, accounts)
         return _supervise(supervisor, settings, flower_worker_names(accounts), stop,
                           up_timeout_s)
 
@@ -194,6 +200,26 @@ def _supervise(
 
     logger.info("runner: stop requested")
     return EXIT_OK
+
+
+def worker_metrics_urls(settings: Settings, accounts: list[Account]) -> dict[str, str]:
+    """Process name -> URL of its own /metrics, for every worker serving one."""
+    host = _url_host(_reachable(settings.worker_metrics_host))
+    urls = {}
+    for name, account_id in [
+        *((f"worker-{a.id}", a.id) for a in accounts), ("backfill-worker", None)
+    ]:
+        port = worker_metrics_port(settings, accounts, account_id)
+        if port is not None:
+            urls[name] = f"http://{host}:{port}/metrics"
+    return urls
+
+
+def _report_metrics_ports(settings: Settings, accounts: list[Account]) -> None:
+    urls = worker_metrics_urls(settings, accounts)
+    if urls:
+        logger.info("runner: worker metrics %s",
+                    " ".join(f"{name}={url}" for name, url in urls.items()))
 
 
 def flower_worker_names(accounts: Iterable[Account]) -> set[str]:

@@ -243,8 +243,7 @@ class SocketHolder:
     def _start(self, initial: dict[int, Mode]) -> None:
         if not self._connections:
             self._open_connection()
-        for token, mode in initial.items():
-            self._subscribe(token, mode)
+        self._subscribe_many(initial)
         if self._watchdog is None:
             self._watchdog = LoopingCall(self._watch)
             self._watchdog.start(WATCHDOG_EVERY_S, now=False)
@@ -264,23 +263,7 @@ class SocketHolder:
                 connection.ticker.ws.dropConnection(abort=True)
 
     def _subscribe(self, token: int, mode: Mode) -> None:
-        self._refused.pop(token, None)
-        connection = self._where.get(token) or self._connection_with_room()
-        previous = connection.tokens.get(token)
-        if previous is mode:
-            return
-        connection.tokens[token] = mode
-        self._where[token] = connection
-        if not connection.opened_once:
-            return  # sent with the rest when the connection first opens
-        # While reconnecting the client records the token and sends it on reconnect.
-        if previous is None:
-            connection.ticker.subscribe([token])
-        connection.ticker.set_mode(mode.value, [token])
-        log.debug("token sent account=%s token=%s mode=%s connection=%d",
-                  self.account_id, token, mode.value, connection.index)
-        if previous is None and connection.phase is Phase.OPEN:
-            self._await_confirmation(connection, token)
+        self._subscribe_many({token: mode})
 
     def _subscribe_many(self, changes: dict[int, Mode]) -> None:
         fresh: dict[int, tuple[_Connection, list[int]]] = {}
@@ -402,7 +385,8 @@ class SocketHolder:
         # The reactor already runs on our thread, so connect() only dials.
         ticker.connect(threaded=True)
         log.info("socket connecting account=%s connection=%d root=%s",
-                 self.account_id, connection.index, self._ws_root)
+                 self.account_id, connection.index, self._ws_root,
+                 extra={"event": "socket_connecting"})
 
     def _reauthorize(self, access_token: str) -> None:
         self._access_token = access_token
@@ -423,7 +407,8 @@ class SocketHolder:
     def _on_reconnect(self, connection: _Connection, attempt: int) -> None:
         connection.reconnects += 1
         log.warning("socket reconnecting account=%s connection=%d attempt=%d",
-                    self.account_id, connection.index, attempt)
+                    self.account_id, connection.index, attempt,
+                    extra={"event": "socket_reconnecting"})
 
     def _on_gave_up(self, connection: _Connection) -> None:
         if connection.phase is Phase.AUTH_FAILED or self._stopping:
@@ -451,15 +436,15 @@ class SocketHolder:
         connection.closed.clear()
         connection.is_open.set()
         log.info("socket open account=%s connection=%d tokens=%d",
-                 self.account_id, connection.index, len(connection.tokens))
+                 self.account_id, connection.index, len(connection.tokens),
+                 extra={"event": "socket_open"})
 
     def _send_all(self, connection: _Connection) -> None:
         by_mode: dict[Mode, list[int]] = {}
         for token, mode in connection.tokens.items():
             by_mode.setdefault(mode, []).append(token)
         for mode, tokens in by_mode.items():
-            for start in range(0, len(tokens), TOKENS_PER_MESSAGE):
-                batch = tokens[start : start + TOKENS_PER_MESSAGE]
+            for batch in _chunks(tokens):
                 connection.ticker.subscribe(batch)
                 connection.ticker.set_mode(mode.value, batch)
                 for token in batch:
@@ -476,12 +461,14 @@ class SocketHolder:
             connection.phase = Phase.AUTH_FAILED
             connection.ticker.stop_retry()
             log.error("access token refused account=%s connection=%d; set a new token",
-                      self.account_id, connection.index)
+                      self.account_id, connection.index,
+                      extra={"event": "access_token_refused"})
             return
         elif connection.phase is not Phase.GAVE_UP:
             connection.phase = Phase.RECONNECTING
         log.warning("socket closed account=%s connection=%d code=%s reason=%s",
-                    self.account_id, connection.index, code, reason)
+                    self.account_id, connection.index, code, reason,
+                    extra={"event": "socket_closed"})
 
     def _on_error(self, connection: _Connection, code: Any, reason: Any) -> None:
         # Code 0 is a Kite error text frame on a connection that stays up.
