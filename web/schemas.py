@@ -63,12 +63,12 @@ class InstrumentRef(_ModeField):
         """The field at fault and why, when the instrument is not named exactly once."""
         if self.instrument_token is not None:
             if self.tradingsymbol is not None or self.exchange is not None:
-                return ("tradingsymbol", "name the instrument by instrument_token or by "
-                        "tradingsymbol and exchange, not both")
+                return ("tradingsymbol", ("name the instrument by instrument_token or "
+                                          "by tradingsymbol and exchange, not both"))
             return None
         if self.tradingsymbol is None:
-            return ("instrument_token", "Field required (or give tradingsymbol and "
-                    "exchange)")
+            return ("instrument_token",
+                    "Field required (or give tradingsymbol and exchange)")
         if self.exchange is None:
             return ("exchange", "Field required with tradingsymbol (NSE, NFO, BSE, ...)")
         return None

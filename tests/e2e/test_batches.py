@@ -110,8 +110,9 @@ def test_a_malformed_item_refuses_the_whole_batch_and_records_nothing(stack):
 def test_one_post_can_name_an_instrument_by_symbol(stack):
     [row] = nfo_rows(stack, 1, skip=1060)
     token = row["instrument_token"]
-    post = lambda body: requests.post(f"{stack.api}/subscriptions", json=body,  # noqa: E731
-                                      timeout=10)
+
+    def post(body: dict) -> requests.Response:
+        return requests.post(f"{stack.api}/subscriptions", json=body, timeout=10)
 
     with ChannelListener(stack.redis_url, stack.events_channel) as events:
         answer = post({"tradingsymbol": row["tradingsymbol"], "exchange": "NFO",
