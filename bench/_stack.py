@@ -123,6 +123,8 @@ def isolated_env(name: str, workdir: Path, accounts: Sequence[BenchAccount],
         TICKER_BACKFILL_QUEUE=f"{namespace}.backfill",
         TICKER_BEAT_SCHEDULE_FILE=str(workdir / "celerybeat-schedule"),
         TICKER_LOG_LEVEL="INFO",
+        # A running `make run` holds the default ports; the benchmarks need none.
+        TICKER_WORKER_METRICS_PORT="0",
         # Backfill is paced to one historical request a day: each subscribe still
         # queues its backfill task (as in production), but the candle fetching and
         # upserting that follows would otherwise load the 2 cores for the whole run.

@@ -194,6 +194,8 @@ def isolated_stack_env(run_id: str, **overrides: str) -> Iterator[dict[str, str]
         TICKER_KEY_PREFIX=f"{namespace}:",
         TICKER_ACCOUNT_QUEUE_PREFIX=f"{namespace}.account.",
         TICKER_LOG_LEVEL="INFO",
+        # Off unless a test asks: fixed default ports would clash between stacks.
+        TICKER_WORKER_METRICS_PORT="0",
     )
     env.update(overrides)
     try:

@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     # Each Celery worker serves its own Prometheus series on this port plus an
     # offset (backfill worker +0, the n-th account of the accounts file +1+n), so
     # one host can run them all; 0 turns the workers' metrics off.
-    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    worker_metrics_port: int = Field(9200, ge=0, le=65535)
     # Loopback by default like every other listener; a Prometheus on another host
     # needs the worker's own address (or 0.0.0.0).
     worker_metrics_host: str = "127.0.0.1"
