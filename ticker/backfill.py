@@ -89,6 +89,24 @@ def gap_start(
     return last_stored + CANDLE_LENGTH[interval]
 
 
+def complete_until(now: datetime, interval: str) -> datetime:
+    """The last moment of the last finished candle: the one in progress is left out.
+
+    Kite answers a historical request with the candle still forming, and a stored
+    candle is never fetched again, so taking it would keep its half-minute close
+    for good. Intraday candles start at the session's open (09:15 IST) and follow
+    one another; a day's candle is taken once the day is over.
+    """
+    local = now.astimezone(IST)
+    if interval == "day":
+        midnight = datetime.combine(local.date(), time(0), IST)
+        return midnight - timedelta(seconds=1)
+    length = CANDLE_LENGTH[interval]
+    session_open = datetime.combine(local.date(), MARKET_OPEN, IST)
+    forming = session_open + ((local - session_open) // length) * length
+    return forming - timedelta(seconds=1)
+
+
 def split_span(start: datetime, end: datetime, interval: str) -> list[Span]:
     """[start, end] cut into pieces no longer than one request may ask for."""
     if interval not in MAX_DAYS_PER_REQUEST:

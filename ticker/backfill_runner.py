@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from psycopg_pool import ConnectionPool
 
 from ticker.accounts import Account, Accounts
-from ticker.backfill import gap_start, is_derivative, split_span
+from ticker.backfill import complete_until, gap_start, is_derivative, split_span
 from ticker.events import (
     BACKFILL_COMPLETED,
     BACKFILL_FAILED,
@@ -66,11 +66,12 @@ class BackfillRunner:
         with self._pool.connection() as conn:
             last = candle_store.last_start(conn, instrument_token, interval)
         start = gap_start(last, now, interval, self._trading_days)
+        end = complete_until(now, interval)
         account = self._accounts.get(subscription.account_id)
         client = KiteHistorical(account, self._rest_root, self._pacer,
                                 self._access_token_of(account))
         received = stored = 0
-        for span in split_span(start, now, interval):
+        for span in split_span(start, end, interval):
             candles = client.fetch(
                 instrument_token, interval, span, oi=is_derivative(subscription.exchange)
             )
@@ -80,8 +81,9 @@ class BackfillRunner:
             stored += inserted
         details = {
             "interval": interval,
-            "from": start.astimezone(IST).isoformat(),
-            "to": now.astimezone(IST).isoformat(),
+            # Nothing finished since the last stored candle: an empty span at its end.
+            "from": min(start, end + timedelta(seconds=1)).astimezone(IST).isoformat(),
+            "to": end.astimezone(IST).isoformat(),
             "candles_received": received,
             "candles_stored": stored,
         }

@@ -4,6 +4,7 @@ import pytest
 
 from ticker.backfill import (
     MAX_DAYS_PER_REQUEST,
+    complete_until,
     gap_start,
     is_derivative,
     split_span,
@@ -80,3 +81,29 @@ def test_an_unknown_interval_is_refused():
 def test_derivatives_are_told_by_exchange():
     assert is_derivative("NFO") and is_derivative("mcx")
     assert not is_derivative("NSE") and not is_derivative("BSE")
+
+
+@pytest.mark.parametrize(("now", "interval", "until"), [
+    # The minute in progress is left out, to the second.
+    (datetime(2026, 12, 2, 12, 0, 0, tzinfo=IST), "minute",
+     datetime(2026, 12, 2, 11, 59, 59, tzinfo=IST)),
+    (datetime(2026, 12, 2, 12, 0, 37, tzinfo=IST), "minute",
+     datetime(2026, 12, 2, 11, 59, 59, tzinfo=IST)),
+    # Longer candles count from the session's 09:15 open: at 12:07 the 15-minute
+    # candle of 12:00 is forming; at 10:40, the hour that began at 10:15.
+    (datetime(2026, 12, 2, 12, 7, tzinfo=IST), "15minute",
+     datetime(2026, 12, 2, 11, 59, 59, tzinfo=IST)),
+    (datetime(2026, 12, 2, 10, 40, tzinfo=IST), "60minute",
+     datetime(2026, 12, 2, 10, 14, 59, tzinfo=IST)),
+    # After the close every candle of the day is finished; before the open, all of
+    # the days before.
+    (datetime(2026, 12, 2, 18, 0, tzinfo=IST), "minute",
+     datetime(2026, 12, 2, 17, 59, 59, tzinfo=IST)),
+    (datetime(2026, 12, 2, 8, 0, tzinfo=IST), "5minute",
+     datetime(2026, 12, 2, 7, 59, 59, tzinfo=IST)),
+    # Today's daily candle is taken tomorrow.
+    (datetime(2026, 12, 2, 15, 45, tzinfo=IST), "day",
+     datetime(2026, 12, 1, 23, 59, 59, tzinfo=IST)),
+])
+def test_only_finished_candles_are_asked_for(now, interval, until):
+    assert complete_until(now, interval) == until
