@@ -12,12 +12,14 @@ import sys
 import click
 
 from ticker.config import Settings, is_loopback_host
+from ticker.lifeline import follow_runner
 from ticker.logs import configure_logging
 
 
 @click.group()
 def main() -> None:
     """Kite market-data subscription service."""
+    follow_runner()
 
 
 @main.command()

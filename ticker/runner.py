@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from ticker.accounts import Account, load_accounts
 from ticker.config import Settings
 from ticker.embedded import address_answers, ensure_postgres, ensure_redis
 from ticker.errors import TickerError
+from ticker.lifeline import RUNNER_PID_ENV
 from ticker.logs import line_relay, name_this_process
 from ticker.supervisor import LineRelay, Supervisor, run_to_completion
 from ticker.worker_metrics import worker_metrics_port
@@ -113,6 +115,15 @@ def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -
         logger.error("runner: %s", exc)
         return EXIT_CONFIG
 
+    # Another stack (a runner killed with SIGKILL leaves its children behind) would
+    # answer our health checks and pass for us while our own servers crash-loop.
+    taken = ports_in_use(settings, accounts)
+    if taken:
+        logger.error("runner: %s already in use: another `ticker run` (or a stack left "
+                     "behind by a killed one) is listening there; stop it, or set "
+                     "other ports", ", ".join(taken))
+        return EXIT_FAILED
+
     # Children's lines come out as they log them: `name | text`, or one JSON
     # object a line carrying `service` when TICKER_LOG_FORMAT=json.
     relay = line_relay(settings, sys.stdout)
@@ -138,6 +149,8 @@ def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -
             "DATABASE_URL": database_url,
             # Children's lines should reach the terminal as they are written.
             "PYTHONUNBUFFERED": "1",
+            # They end with this process, even one killed outright (ticker.lifeline).
+            RUNNER_PID_ENV: str(os.getpid()),
         }
         if not _migrate(relay, env, stop):
             return EXIT_OK if stop.is_set() else EXIT_FAILED
@@ -150,6 +163,33 @@ def run_stack(settings: Settings, *, up_timeout_s: float = STACK_UP_TIMEOUT_S) -
         _report_metrics_ports(settings, accounts)
         return _supervise(supervisor, settings, flower_worker_names(accounts), stop,
                           up_timeout_s)
+
+
+def ports_in_use(settings: Settings, accounts: list[Account]) -> list[str]:
+    """Each listening address the stack needs that something else already holds."""
+    wanted = {
+        "TICKER_WEB_PORT": (settings.web_host, settings.web_port),
+        "TICKER_FLOWER_PORT": (settings.flower_host, settings.flower_port),
+        "TICKER_SIM_WS_PORT": (settings.sim_host, settings.sim_ws_port),
+        "TICKER_SIM_REST_PORT": (settings.sim_host, settings.sim_rest_port),
+    }
+    for account_id in [None, *(a.id for a in accounts)]:
+        port = worker_metrics_port(settings, accounts, account_id)
+        if port is not None:
+            name = f"TICKER_WORKER_METRICS_PORT (+{port - settings.worker_metrics_port})"
+            wanted[name] = (settings.worker_metrics_host, port)
+    taken = []
+    for name, (host, port) in wanted.items():
+        with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                taken.append(f"{host}:{port} ({name})")
+    return taken
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _migrate(relay: LineRelay, env: Mapping[str, str], stop: threading.Event) -> bool:

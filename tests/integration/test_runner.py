@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,4 +68,39 @@ def test_a_killed_worker_is_restarted_and_the_runner_says_so(stack):
     assert psutil.pid_exists(new_pid), stack.tail()
 
     assert stack.interrupt() == 0, stack.tail()
+    assert stack.survivors() == []
+
+
+def test_a_port_another_process_holds_stops_the_runner_before_it_starts_anything(
+        stack_env, tmp_path):
+    # What a stack left behind by a killed runner looks like to the next one.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(stack_env["TICKER_WEB_PORT"])))
+        squatter.listen()
+        running = RunningStack([TICKER, "run"], stack_env, tmp_path)
+        try:
+            exit_code = running.process.wait(30)
+        finally:
+            running.kill_everything()
+
+    refusal = f"127.0.0.1:{stack_env['TICKER_WEB_PORT']} (TICKER_WEB_PORT) already in use"
+    deadline = time.monotonic() + 5  # the output reader may still be a line behind
+    while refusal not in running.tail() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert exit_code == 1, running.tail()
+    assert refusal in running.tail()
+    assert not UP_LINE.search(running.tail())
+    assert running.survivors() == []
+
+
+def test_a_runner_killed_outright_takes_every_process_it_started_with_it(stack):
+    stack.wait_for_line(UP_LINE, UP_TIMEOUT_S)
+    assert len(stack.descendants) >= 6, stack.descendants
+
+    os.kill(stack.process.pid, signal.SIGKILL)
+
+    # Each child stops as on SIGTERM; a Celery worker's warm shutdown takes seconds.
+    deadline = time.monotonic() + 20
+    while stack.survivors() and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert stack.survivors() == []
