@@ -115,6 +115,9 @@ def json_body() -> Any:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        if "integer string conversion" in reason:
+            # Python's own wording names an interpreter setting, not the input.
+            reason = "a number has more digits than any field takes"
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json",

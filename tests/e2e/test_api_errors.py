@@ -129,6 +129,15 @@ def test_deeply_nested_json_is_400_not_a_crash(stack, unchanged):
     assert "nested too deeply" in error["message"]
 
 
+def test_a_number_too_long_to_read_is_400_in_the_apis_own_words(stack, unchanged):
+    huge = b'{"instrument_token": ' + b"9" * 10_000 + b"}"
+
+    error = assert_error(post(stack, raw=huge), 400, "invalid_json")
+
+    assert "more digits than any field takes" in error["message"]
+    assert "sys." not in error["message"]
+
+
 def test_a_chunked_body_over_one_mebibyte_is_413(stack, unchanged):
     chunks = (b"x" * 65536 for _ in range(32))
 
