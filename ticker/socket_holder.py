@@ -466,9 +466,11 @@ class SocketHolder:
             return
         elif connection.phase is not Phase.GAVE_UP:
             connection.phase = Phase.RECONNECTING
-        log.warning("socket closed account=%s connection=%d code=%s reason=%s",
-                    self.account_id, connection.index, code, reason,
-                    extra={"event": "socket_closed"})
+        # Our own stop closes cleanly and is no cause for concern; any other close is.
+        level = logging.INFO if self._stopping else logging.WARNING
+        log.log(level, "socket closed account=%s connection=%d code=%s reason=%s",
+                self.account_id, connection.index, code, reason,
+                extra={"event": "socket_closed"})
 
     def _on_error(self, connection: _Connection, code: Any, reason: Any) -> None:
         # Code 0 is a Kite error text frame on a connection that stays up.
