@@ -34,6 +34,7 @@ task_send_sent_event = True
 task_routes = {
     "ticker.backfill": {"queue": _settings.backfill_queue},
     "ticker.backfill_gaps": {"queue": _settings.backfill_queue},
+    "ticker.backfill_many": {"queue": _settings.backfill_queue},
 }
 beat_schedule = {
     "backfill-gaps": {

@@ -80,6 +80,19 @@ def backfill(self: Task, instrument_token: int, interval: str | None = None) -> 
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
+@app.task(name="ticker.backfill_many", base=RunsOnce)
+def backfill_many(instrument_tokens: list[int]) -> int:
+    """Queue a backfill for each token of a batch subscribe, from the backfill worker.
+
+    Linked once to a batch's subscribe task, so the account's socket worker sends
+    one message instead of one a token; the fan-out happens here, off its thread.
+    """
+    for token in instrument_tokens:
+        backfill.delay(token)
+    log.info("batch backfill queued tokens=%d", len(instrument_tokens))
+    return len(instrument_tokens)
+
+
 @app.task(name="ticker.backfill_gaps", base=RunsOnce)
 def backfill_gaps() -> int:
     """Queue a gap fill for every active subscription; the pacer spreads the fetches."""

@@ -34,7 +34,13 @@ class CeleryTaskSender:
                                in changes]],
             queue=self._settings.account_queue(account_id),
             task_id=task_id,
-            link=[self._backfill(token) for token in backfill] or None,
+            # One linked task fans the batch's backfills out on the backfill worker.
+            link=self._app.signature(
+                "ticker.backfill_many",
+                args=[backfill],
+                queue=self._settings.backfill_queue,
+                immutable=True,
+            ) if backfill else None,
         )
 
     def _backfill(self, instrument_token: int) -> Signature:

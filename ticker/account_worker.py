@@ -31,7 +31,7 @@ from ticker.service import TaskSender
 from ticker.socket_holder import Phase, SocketHolder
 from ticker.storage import outbox
 from ticker.storage import subscriptions as store
-from ticker.subscriptions import Mode, Status
+from ticker.subscriptions import Mode, Status, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +140,24 @@ class AccountWorker:
 
         Returns the tokens Kite refused: each is recorded as pending with Kite's
         reason, as a single subscribe's would be, and the rest of the batch stands.
+        The rest is recorded in one transaction, so the batch costs one commit.
         """
         self._holder.subscribe_many({token: mode for token, mode, _ in changes})
         self._wait_open([token for token, _, _ in changes])
-        refused = []
+        refused, confirmed = [], []
         for token, mode, version in changes:
             try:
-                self._confirm_and_record(token, mode, version)
+                self._confirm(token)
             except SubscriptionRefused:
                 refused.append(token)
+            else:
+                confirmed.append((token, mode, version))
+        with self._pool.connection() as conn, conn.transaction():
+            recorded = [(token, self._record(conn, token, mode, version))
+                        for token, mode, version in confirmed]
+        for token, row in recorded:
+            if row is None:
+                self._drop_withdrawn(token)
         self.flush_events()
         return refused
 
@@ -163,21 +172,30 @@ class AccountWorker:
 
     def _confirm_and_record(self, token: int, mode: Mode, version: int | None) -> None:
         """Wait for Kite to stream (or refuse) a sent token, then record the outcome."""
+        self._confirm(token)
+        with self._pool.connection() as conn:
+            row = self._record(conn, token, mode, version)
+        if row is None:
+            self._drop_withdrawn(token)
+
+    def _confirm(self, token: int) -> None:
+        """Return once Kite streams a sent token; a refusal is recorded and raised."""
         try:
             self._holder.wait_confirmed(token)
         except SubscriptionRefused as exc:
             with self._pool.connection() as conn:
                 store.mark_refused(conn, token, self.account.id, str(exc))
             raise
-        with self._pool.connection() as conn:
-            row = store.record_applied(
-                conn, token, self.account.id, mode, version, lifecycle_event
-            )
-        if row is None:
-            # The request was withdrawn (or moved) before we got to it.
-            self._holder.unsubscribe(token)
-            log.warning("subscribe dropped, no row account=%s token=%s",
-                        self.account.id, token)
+
+    def _record(self, conn: Any, token: int, mode: Mode, version: int | None
+                ) -> Subscription | None:
+        return store.record_applied(conn, token, self.account.id, mode, version,
+                                    lifecycle_event)
+
+    def _drop_withdrawn(self, token: int) -> None:
+        # The request was withdrawn (or moved) before we got to it.
+        self._holder.unsubscribe(token)
+        log.warning("subscribe dropped, no row account=%s token=%s", self.account.id, token)
 
     def apply_unsubscribe(self, instrument_token: int, version: int | None) -> None:
         self._holder.unsubscribe(instrument_token)

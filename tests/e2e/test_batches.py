@@ -136,3 +136,21 @@ def test_one_post_can_name_an_instrument_by_symbol(stack):
     assert requests.delete(f"{stack.api}/subscriptions/{token}", timeout=10).status_code == 202
     with ChannelListener(stack.redis_url, stack.events_channel) as events:
         wait_settled(stack, events, token, "removed")
+
+
+def test_each_new_instrument_of_a_batch_gets_its_history(stack):
+    tokens = nfo_tokens(stack, 3, skip=1070)
+
+    def completed(token: int):
+        return lambda m: (m["instrument_token"] == token
+                          and m["event_type"] == "backfill_completed")
+
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        answer = post_batch(stack, {"instruments": [{"instrument_token": t} for t in tokens],
+                                    "client_id": "desk-history"})
+        assert answer.status_code == 202, answer.text
+        for token in tokens:
+            [done] = events.wait_for(completed(token), 30.0)
+            assert done["metadata"]["candles_stored"] > 0
+
+    leave_all(stack, tokens, "desk-history")
