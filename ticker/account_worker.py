@@ -266,9 +266,12 @@ class AccountWorker:
 
     def _reconcile_forever(self) -> None:
         # The first round runs as soon as the sockets open: it confirms what was
-        # still pending when the worker (re)started.
+        # still pending when the worker (re)started. A socket Kite refused at start
+        # never opens: that round moves the subscriptions away instead.
         while not self._stopping.is_set():
-            if all(c.open for c in self._holder.states()):
+            states = self._holder.states()
+            if all(c.open for c in states) or any(
+                    c.phase is Phase.AUTH_FAILED for c in states):
                 break
             self._stopping.wait(0.2)
         while not self._stopping.is_set():

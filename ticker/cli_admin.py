@@ -17,10 +17,13 @@ from typing import Any
 import click
 import orjson
 import redis
+import requests
+from kiteconnect import KiteConnect
+from kiteconnect import exceptions as kite_exceptions
 from kombu.exceptions import OperationalError
 
 from ticker import access_tokens
-from ticker.accounts import load_accounts
+from ticker.accounts import Account, load_accounts
 from ticker.backfill import INTERVALS
 from ticker.cli_client import (
     ApiClient,
@@ -213,10 +216,16 @@ def token() -> None:
     metavar="SECONDS",
     help="wait this long for the account's sockets to be healthy (exit 1 if not)",
 )
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="store the token without asking Kite whether it accepts it",
+)
 @api_option
 @guarded
 def set_token(
-    account_id: str, token_env: str | None, wait_s: float | None, api_url: str | None
+    account_id: str, token_env: str | None, wait_s: float | None, no_check: bool,
+    api_url: str | None,
 ) -> None:
     """Give ACCOUNT's worker a new access token, read from stdin or --token-env.
 
@@ -226,8 +235,10 @@ def set_token(
     file until `ticker token clear ACCOUNT`.
     """
     settings = load_settings()
-    _known_account(settings, account_id)
+    account = _known_account(settings, account_id)
     access_token = _read_token(token_env, account_id)
+    if not no_check:
+        _check_with_kite(settings, account, access_token)
     try:
         access_tokens.store_override(
             _redis(settings), settings.key_prefix, account_id, access_token
@@ -270,9 +281,32 @@ def clear_token(account_id: str) -> None:
     )
 
 
-def _known_account(settings: Settings, account_id: str) -> None:
+def _check_with_kite(settings: Settings, account: Account, access_token: str) -> None:
+    """Ask Kite for the token's user profile: a healthy socket would not tell.
+
+    A live socket keeps streaming whatever its token, so without this a wrong token
+    would show only at the next reconnect, during market hours.
+    """
+    kite = KiteConnect(account.api_key, access_token=access_token,
+                       root=settings.kite_rest_root, timeout=10)
     try:
-        load_accounts(settings.accounts_file).get(account_id)
+        kite.profile()
+    except (kite_exceptions.TokenException, kite_exceptions.PermissionException) as exc:
+        raise refused(
+            f"Kite refuses this token for {account.id} ({type(exc).__name__}: {exc}); "
+            "nothing was changed: log in again for the day's token"
+        ) from None
+    except (kite_exceptions.KiteException, requests.RequestException) as exc:
+        raise unreachable(
+            f"cannot ask Kite at {settings.kite_rest_root} about the token "
+            f"({type(exc).__name__}); nothing was changed (--no-check stores it "
+            "without asking)"
+        ) from None
+
+
+def _known_account(settings: Settings, account_id: str) -> Account:
+    try:
+        return load_accounts(settings.accounts_file).get(account_id)
     except TickerError as exc:
         raise usage(
             f"{exc} (`ticker config check` shows the file's problems)"

@@ -181,6 +181,9 @@ def ports_in_use(settings: Settings, accounts: list[Account]) -> list[str]:
     taken = []
     for name, (host, port) in wanted.items():
         with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+            # As the servers themselves bind: a port whose last connections linger
+            # in TIME_WAIT after a clean stop is free, one that listens is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError:

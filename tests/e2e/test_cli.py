@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+import redis
 import requests
 from kiteconnect import KiteConnect
 
@@ -23,6 +24,7 @@ from tests.e2e.test_subscriptions import EVENT_TIMEOUT_S, event_for, nfo_tokens
 from tests.e2e.test_workers import worker_process
 from tests.listen import ChannelListener
 from tests.stack import TICKER, Stack, running_stack
+from ticker import access_tokens
 from ticker.config import EXAMPLE_ACCOUNTS_FILE
 
 pytestmark = pytest.mark.timeout(240)
@@ -447,3 +449,26 @@ def test_token_set_refuses_an_empty_token(rotation_stack):
     result = ticker(rotation_stack.env, "token", "set", "sim-b", stdin="\n")
 
     assert_one_line_failure(result, 2)
+
+
+def test_token_set_asks_kite_first_and_stores_nothing_it_refuses(rotation_stack):
+    env = rotation_stack.env
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    prefix = env["TICKER_KEY_PREFIX"]
+    before = access_tokens.read_override(client, prefix, "sim-b")
+
+    refused = ticker(env, "token", "set", "sim-b", stdin="not-a-kite-token\n")
+    stored_after_refusal = access_tokens.read_override(client, prefix, "sim-b")
+    unchecked = ticker(env, "token", "set", "sim-b", "--no-check",
+                       stdin="not-a-kite-token\n")
+    stored_unchecked = access_tokens.read_override(client, prefix, "sim-b")
+    if before is None:
+        access_tokens.clear_override(client, prefix, "sim-b")
+    else:
+        access_tokens.store_override(client, prefix, "sim-b", before)
+
+    assert "Kite refuses this token for sim-b" in assert_one_line_failure(refused, 1)
+    assert "not-a-kite-token" not in refused.stderr + refused.stdout
+    assert stored_after_refusal == before
+    assert unchecked.returncode == 0, unchecked.stderr
+    assert stored_unchecked == "not-a-kite-token"

@@ -277,3 +277,35 @@ def test_sigterm_closes_the_sockets_cleanly_and_a_second_worker_never_overlaps(f
     assert (record["close_code"], record["closed_by"]) == (1000, "client")
     assert exited_s < 10 and closed < 10
     assert peak["simkey_a"] == 1
+
+
+def test_a_token_refused_when_the_worker_starts_moves_its_subscriptions_too(fault_stack):
+    tokens = subscribed_on(fault_stack, "sim-b", 2, skip=470)
+    accounts_file = Path(fault_stack.env["TICKER_ACCOUNTS_FILE"])
+    config = yaml.safe_load(accounts_file.read_text())
+    [sim_b] = [a for a in config["accounts"] if a["id"] == "sim-b"]
+
+    with ChannelListener(fault_stack.redis_url, fault_stack.events_channel) as events:
+        # Kite's token rotates while the worker is away: its restart dials with the
+        # file's old token and is refused from the first upgrade.
+        sim(fault_stack, "POST", "accounts/simkey_b/token",
+            json={"access_token": "simtoken_b_next"})
+        worker = worker_process(fault_stack, "sim-b")
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
+        wait_until(lambda: worker_state(fault_stack, "sim-b") == "auth_failed", 30,
+                   "the restarted sim-b reported auth_failed", fault_stack)
+        moves = [events.wait_for(event_for(t, "subscription_moved"), 20.0)[0]
+                 for t in tokens]
+
+    assert [(m["metadata"]["previous_account_id"], m["metadata"]["account_id"])
+            for m in moves] == [("sim-b", "sim-a")] * 2
+    on_a = {int(t): m for c in live_connections(fault_stack, "simkey_a")
+            for t, m in c["subscriptions"].items()}
+    assert {t: on_a.get(t) for t in tokens} == tokens
+
+    # The day's token in the file brings the account back without another restart.
+    sim_b["access_token"] = "simtoken_b_next"
+    accounts_file.write_text(yaml.safe_dump(config))
+    wait_until(lambda: worker_state(fault_stack, "sim-b") == "ok", 20,
+               "sim-b back with the new token", fault_stack)

@@ -20,6 +20,8 @@ import psutil
 import pytest
 
 from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_stack_env
+from ticker.config import Settings
+from ticker.runner import ports_in_use
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -104,3 +106,24 @@ def test_a_runner_killed_outright_takes_every_process_it_started_with_it(stack):
     while stack.survivors() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert stack.survivors() == []
+
+
+def test_a_port_left_in_time_wait_by_a_clean_stop_counts_as_free(stack_env):
+    settings = Settings(web_port=int(stack_env["TICKER_WEB_PORT"]), worker_metrics_port=0)
+    port = settings.web_port
+    # A server that closed its side of a connection first leaves it in TIME_WAIT.
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()
+        time.sleep(0.2)
+        client.close()
+    lingering = [c for c in psutil.net_connections("tcp")
+                 if c.laddr and c.laddr.port == port and c.status == "TIME_WAIT"]
+
+    assert lingering, "the setup should leave the port in TIME_WAIT"
+    assert f"127.0.0.1:{port} (TICKER_WEB_PORT)" not in " ".join(
+        ports_in_use(settings, []))

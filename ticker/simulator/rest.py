@@ -87,6 +87,7 @@ class KiteRest:
         self._faults = faults or HistoricalFaults()
 
     def register(self, app: web.Application) -> None:
+        app.router.add_get("/user/profile", self.profile)
         app.router.add_get("/instruments", self.instruments)
         app.router.add_get("/instruments/{exchange}", self.instruments)
         app.router.add_get(
@@ -94,6 +95,23 @@ class KiteRest:
             self.historical,
             name=HISTORICAL_ROUTE,
         )
+
+    async def profile(self, request: web.Request) -> web.Response:
+        """The user behind a token, in Kite's shape: what a token check asks for."""
+        credential: Credential = request[_CREDENTIAL]
+        return kite_success({
+            "user_id": credential.account_id.upper(),
+            "user_type": "individual",
+            "user_name": f"Simulated {credential.account_id}",
+            "user_shortname": credential.account_id,
+            "email": f"{credential.account_id}@simulator.invalid",
+            "broker": "ZERODHA",
+            "exchanges": ["NSE", "NFO", "BSE", "BFO", "CDS", "MCX"],
+            "products": ["CNC", "NRML", "MIS"],
+            "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
+            "avatar_url": None,
+            "meta": {"demat_consent": "physical"},
+        })
 
     @web.middleware
     async def record(
