@@ -12,7 +12,8 @@ import re
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -38,6 +39,8 @@ from ticker.cli_client import (
 from ticker.config import Settings
 from ticker.errors import TickerError
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 log = logging.getLogger(__name__)
 
 # Kite access tokens are 32 alphanumerics; anything printable without spaces passes,
@@ -60,6 +63,12 @@ def _redis(settings: Settings) -> redis.Redis:
     )
 
 
+def wait_option(help_text: str) -> Callable[[F], F]:
+    """`--wait SECONDS`: how long a command waits for the outcome it started."""
+    return click.option("--wait", "wait_s", type=click.FloatRange(min=0.1), default=None,
+                        metavar="SECONDS", help=help_text)
+
+
 @click.command()
 @click.argument("token", type=click.IntRange(min=1))
 @click.option(
@@ -68,14 +77,7 @@ def _redis(settings: Settings) -> redis.Redis:
     default=None,
     help="candle interval [default: TICKER_BACKFILL_INTERVAL]",
 )
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(min=0.1),
-    default=None,
-    metavar="SECONDS",
-    help="wait this long for backfill_completed (exit 1 on backfill_failed)",
-)
+@wait_option("wait this long for backfill_completed (exit 1 on backfill_failed)")
 @api_option
 @click.option("--json", "as_json", is_flag=True, help="print the outcome as JSON")
 @guarded
@@ -208,14 +210,7 @@ def token() -> None:
     default=None,
     help="read the token from this environment variable [default: stdin]",
 )
-@click.option(
-    "--wait",
-    "wait_s",
-    type=click.FloatRange(min=0.1),
-    default=None,
-    metavar="SECONDS",
-    help="wait this long for the account's sockets to be healthy (exit 1 if not)",
-)
+@wait_option("wait this long for the account's sockets to be healthy (exit 1 if not)")
 @click.option(
     "--no-check",
     is_flag=True,
@@ -229,7 +224,8 @@ def set_token(
 ) -> None:
     """Give ACCOUNT's worker a new access token, read from stdin or --token-env.
 
-    Never from the command line, which `ps` shows. The worker picks it up within a
+    Never from the command line, which `ps` shows. Kite is asked first (the token's
+    user profile), and a token it refuses is not stored. The worker picks it up within a
     heartbeat: connections Kite refused reconnect with it at once; healthy ones
     keep streaming and use it when they next reconnect. It wins over the accounts
     file until `ticker token clear ACCOUNT`.
