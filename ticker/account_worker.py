@@ -135,7 +135,8 @@ class AccountWorker:
         self._confirm_and_record(instrument_token, mode, version)
         self.flush_events()
 
-    def apply_subscribe_many(self, changes: list[tuple[int, Mode, int | None]]) -> list[int]:
+    def apply_subscribe_many(self, changes: list[tuple[int, Mode, int | None]]
+                             ) -> list[int]:
         """Put a batch of tokens on the sockets in few messages and record each.
 
         Returns the tokens Kite refused: each is recorded as pending with Kite's

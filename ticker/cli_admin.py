@@ -65,8 +65,8 @@ def _redis(settings: Settings) -> redis.Redis:
 
 def wait_option(help_text: str) -> Callable[[F], F]:
     """`--wait SECONDS`: how long a command waits for the outcome it started."""
-    return click.option("--wait", "wait_s", type=click.FloatRange(min=0.1), default=None,
-                        metavar="SECONDS", help=help_text)
+    return click.option("--wait", "wait_s", type=click.FloatRange(min=0.1),
+                        default=None, metavar="SECONDS", help=help_text)
 
 
 @click.command()

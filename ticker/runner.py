@@ -176,7 +176,8 @@ def ports_in_use(settings: Settings, accounts: list[Account]) -> list[str]:
     for account_id in [None, *(a.id for a in accounts)]:
         port = worker_metrics_port(settings, accounts, account_id)
         if port is not None:
-            name = f"TICKER_WORKER_METRICS_PORT (+{port - settings.worker_metrics_port})"
+            offset = port - settings.worker_metrics_port
+            name = f"TICKER_WORKER_METRICS_PORT (+{offset})"
             wanted[name] = (settings.worker_metrics_host, port)
     taken = []
     for name, (host, port) in wanted.items():

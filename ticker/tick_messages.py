@@ -62,7 +62,8 @@ _QUOTE = (
 )
 _FULL_TAIL = (
     ',"last_trade_time":%s,"oi":%d,"oi_day_high":%d,"oi_day_low":%d,'
-    '"exchange_timestamp":%s,"depth":{"buy":[' + _LEVELS + '],"sell":[' + _LEVELS + "]}}"
+    '"exchange_timestamp":%s,"depth":{"buy":['
+    + _LEVELS + '],"sell":[' + _LEVELS + "]}}"
 )
 _FULL = _QUOTE + _FULL_TAIL
 _DEPTH_START = 16
@@ -94,7 +95,8 @@ def write_packet(packet: bytes | memoryview) -> TickMessage | None:
     if length == LTP_PACKET_LEN:
         token, raw_price = LTP_LAYOUT.unpack_from(packet)
         last = raw_price / price_divisor(token)
-        return TickMessage(token, last, (_LTP % (_tradable(token), token, last)).encode())
+        message = _LTP % (_tradable(token), token, last)
+        return TickMessage(token, last, message.encode())
     if length == INDEX_QUOTE_PACKET_LEN:
         token, last, body = _index(INDEX_QUOTE_LAYOUT.unpack_from(packet), "quote")
         return TickMessage(token, last, (body + "}").encode())
