@@ -160,15 +160,24 @@ def read_stream(client: redis.Redis, stream: str, after: str, limit: int
     pipe.xrange(stream, count=1)
     pipe.xlen(stream)
     entries, first, length = pipe.execute()
-    events = []
-    for entry_id, fields in entries:
-        events.append({"stream_id": entry_id.decode(), **orjson.loads(fields[b"event"])})
+    events = _decoded(entries)
     gap = False
     if first:
         added = client.xinfo_stream(stream)["entries-added"]
         # Entries were trimmed, and the oldest one left is newer than `after`.
         gap = added > length and _stream_id_after(first[0][0].decode(), after)
     return events, gap
+
+
+def read_newest(client: redis.Redis, stream: str, count: int) -> list[dict[str, Any]]:
+    """The newest `count` stored events, newest first, shaped as `read_stream` gives them."""
+    return _decoded(client.xrevrange(stream, count=count))
+
+
+def _decoded(entries: Any) -> list[dict[str, Any]]:
+    # Clients here are built without decode_responses: ids and fields come as bytes.
+    return [{"stream_id": entry_id.decode(), **orjson.loads(fields[b"event"])}
+            for entry_id, fields in entries]
 
 
 def _stream_id_after(stream_id: str, other: str) -> bool:

@@ -168,7 +168,7 @@ class TickFanout:
         messages: list[bytes] = []
         prices: dict[int, bytes] = {}
         # One clock read per batch: frames drained together arrived within moments.
-        received_at = "%.3f" % time.time()
+        received_at = b"%.3f" % time.time()
         try:
             for frame in frames:
                 try:
@@ -179,7 +179,7 @@ class TickFanout:
                     continue
                 for token, last_price, message in written:
                     messages.append(message)
-                    prices[token] = b"[%r,%s]" % (last_price, received_at.encode())
+                    prices[token] = b"[%r,%s]" % (last_price, received_at)
                 if len(messages) >= TICKS_PER_ROUND_TRIP:
                     self._send(messages, prices)
                     messages, prices = [], {}

@@ -10,6 +10,7 @@ handles the reset a restart brings.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,13 +20,12 @@ from ticker.subscriptions import Status
 
 # Statuses that hold a place on an account's sockets.
 _PLACED = (Status.PENDING.value, Status.ACTIVE.value, Status.REMOVING.value)
-# Worker totals exported as counters: (state key, series name, help).
+# Worker totals exported as counters, named after their state key: (key, help).
 _WORKER_COUNTERS = (
-    ("ticks_published", "ticker_ticks_published", "Tick messages published on Redis."),
-    ("frames_received", "ticker_frames_received", "Binary frames received from Kite."),
-    ("frames_dropped", "ticker_frames_dropped",
-     "Frames dropped because the publish backlog was full."),
-    ("publish_failures", "ticker_publish_failures", "Tick publishes Redis refused."),
+    ("ticks_published", "Tick messages published on Redis."),
+    ("frames_received", "Binary frames received from Kite."),
+    ("frames_dropped", "Frames dropped because the publish backlog was full."),
+    ("publish_failures", "Tick publishes Redis refused."),
 )
 
 
@@ -88,39 +88,54 @@ def _workers(snapshot: MetricsSnapshot) -> Iterator[Metric]:
     worker_up = GaugeMetricFamily("ticker_worker_up",
                                   "Whether an account's worker holds its lease.",
                                   labels=["account"])
-    backlog = GaugeMetricFamily("ticker_tick_backlog_frames",
-                                "Frames waiting between a worker's sockets and Redis.",
-                                labels=["account"])
-    counters = {key: CounterMetricFamily(name, text, labels=["account"])
-                for key, name, text in _WORKER_COUNTERS}
-    connection_open = GaugeMetricFamily("ticker_connection_open",
-                                        "Whether a Kite connection is open.",
-                                        labels=["account", "connection"])
-    frame_age = GaugeMetricFamily("ticker_connection_last_frame_age_seconds",
-                                  "Seconds since a connection's last frame.",
-                                  labels=["account", "connection"])
-    reconnects = CounterMetricFamily("ticker_connection_reconnects",
-                                     "Reconnect attempts after a connection was lost.",
-                                     labels=["account", "connection"])
-    refusals = CounterMetricFamily("ticker_subscribe_refusals",
-                                   "Subscribes Kite answered with an error text frame.",
-                                   labels=["account", "connection"])
     for account in snapshot.accounts:
         worker_up.add_metric([account.id], account.id in snapshot.alive)
-        state = snapshot.worker_states.get(account.id)
-        if state is None:
-            continue
-        backlog.add_metric([account.id], state.get("backlog", 0))
+    yield worker_up
+    states = [snapshot.worker_states[a.id] for a in snapshot.accounts
+              if a.id in snapshot.worker_states]
+    yield from worker_series(states, "ticker_")
+
+
+def worker_series(states: list[dict[str, Any]], prefix: str) -> Iterator[Metric]:
+    """The series of account workers' reported states, each name under `prefix`.
+
+    The web reads every worker's state from Redis (`ticker_`); a worker's own port
+    serves its live state (`ticker_worker_`), so the two never sum one figure twice.
+    """
+    backlog = GaugeMetricFamily(f"{prefix}tick_backlog_frames",
+                                "Frames waiting between a worker's sockets and Redis.",
+                                labels=["account"])
+    counters = {key: CounterMetricFamily(f"{prefix}{key}", text, labels=["account"])
+                for key, text in _WORKER_COUNTERS}
+    per_connection = ["account", "connection"]
+    connection_open = GaugeMetricFamily(f"{prefix}connection_open",
+                                        "Whether a Kite connection is open.",
+                                        labels=per_connection)
+    instruments = GaugeMetricFamily(f"{prefix}connection_instruments",
+                                    "Instruments on a Kite connection.",
+                                    labels=per_connection)
+    frame_age = GaugeMetricFamily(f"{prefix}connection_last_frame_age_seconds",
+                                  "Seconds since a connection's last frame.",
+                                  labels=per_connection)
+    reconnects = CounterMetricFamily(f"{prefix}connection_reconnects",
+                                     "Reconnect attempts after a connection was lost.",
+                                     labels=per_connection)
+    refusals = CounterMetricFamily(f"{prefix}subscribe_refusals",
+                                   "Subscribes Kite answered with an error text frame.",
+                                   labels=per_connection)
+    for state in states:
+        account_id = state["account_id"]
+        backlog.add_metric([account_id], state.get("backlog", 0))
         for key, family in counters.items():
-            family.add_metric([account.id], state.get(key, 0))
+            family.add_metric([account_id], state.get(key, 0))
         for connection in state.get("connections", []):
-            labels = [account.id, str(connection["index"])]
+            labels = [account_id, str(connection["index"])]
             connection_open.add_metric(labels, bool(connection.get("open")))
+            instruments.add_metric(labels, connection.get("tokens", 0))
             if connection.get("last_frame_age_s") is not None:
                 frame_age.add_metric(labels, connection["last_frame_age_s"])
             reconnects.add_metric(labels, connection.get("reconnects", 0))
             refusals.add_metric(labels, connection.get("refusals", 0))
-    yield worker_up
     yield backlog
     yield from counters.values()
-    yield from (connection_open, frame_age, reconnects, refusals)
+    yield from (connection_open, instruments, frame_age, reconnects, refusals)

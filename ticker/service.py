@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from ticker.accounts import Accounts
 from ticker.backfill import Candle
 from ticker.errors import SubscriptionNotFound, TickerError, UnknownInstrument
-from ticker.events import read_stream
+from ticker.events import read_newest, read_stream
 from ticker.fanout import LastPrice, last_prices_key, read_last_prices
 from ticker.instruments import Instrument, InstrumentUniverse
 from ticker.liveness import (
@@ -29,7 +29,6 @@ from ticker.liveness import (
     socket_state,
     worker_states,
 )
-from ticker.status import read_recent_events
 from ticker.storage import candles as candle_store
 from ticker.storage import requesters as requester_store
 from ticker.storage import subscriptions as store
@@ -277,7 +276,7 @@ class SubscriptionService:
 
     def recent_events(self, count: int) -> list[dict[str, Any]]:
         """The newest `count` stored events, newest first (the status page)."""
-        return read_recent_events(self._client, self._events_stream, count)
+        return read_newest(self._client, self._events_stream, count)
 
     def last_prices(self, tokens: list[int]) -> dict[int, LastPrice]:
         """The last price the workers saw for each token that has ticked."""

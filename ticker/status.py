@@ -1,19 +1,15 @@
-"""What the operators' status page reads beyond the API's own answers.
+"""Each subscription's backfill progress, as the operators' status page shows it.
 
-The newest events come straight off the capped events stream (newest first, one
-XREVRANGE), and each subscription's backfill progress is the last backfill outcome
-found among them: no extra table and no extra query per subscription. A token whose
-last backfill is older than the events scanned shows no outcome, which the page
-says rather than guesses.
+It is the last backfill outcome among the newest events (`events.read_newest`, one
+XREVRANGE on the capped events stream): no extra table and no extra query per
+subscription. A token whose last backfill is older than the events scanned shows
+no outcome, which the page says rather than guesses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, cast
-
-import orjson
-import redis
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ticker.events import BACKFILL_COMPLETED, BACKFILL_FAILED
 
@@ -28,26 +24,7 @@ class BackfillOutcome:
     at: float  # epoch seconds of the event
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "interval": self.interval,
-            "candles_stored": self.candles_stored,
-            "candles_received": self.candles_received,
-            "reason": self.reason,
-            "at": self.at,
-        }
-
-
-def read_recent_events(client: redis.Redis, stream: str, count: int
-                       ) -> list[dict[str, Any]]:
-    """The newest `count` stored events, newest first, shaped as /events gives them."""
-    # The client is built without decode_responses: ids and fields come as bytes.
-    entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                   client.xrevrange(stream, count=count))
-    return [
-        {"stream_id": entry_id.decode(), **orjson.loads(fields[b"event"])}
-        for entry_id, fields in entries
-    ]
+        return asdict(self)
 
 
 def backfill_outcomes(events_newest_first: list[dict[str, Any]]

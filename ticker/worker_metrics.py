@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ticker.accounts import Account
 from ticker.config import Settings
+from ticker.metrics import worker_series
 
 log = logging.getLogger(__name__)
 
@@ -58,31 +59,6 @@ HISTORICAL_REQUESTS = Counter(
     ["code"],
 )
 
-# Worker totals exported as counters: (state key, series name, help).
-_COUNTERS = (
-    (
-        "frames_received",
-        "ticker_worker_frames_received",
-        "Binary frames this worker received from Kite.",
-    ),
-    (
-        "ticks_published",
-        "ticker_worker_ticks_published",
-        "Tick messages this worker published on Redis.",
-    ),
-    (
-        "frames_dropped",
-        "ticker_worker_frames_dropped",
-        "Frames dropped because the publish backlog was full.",
-    ),
-    (
-        "publish_failures",
-        "ticker_worker_publish_failures",
-        "Tick publishes Redis refused.",
-    ),
-)
-
-
 def worker_metrics_port(
     settings: Settings, accounts: Iterable[Account], account_id: str | None
 ) -> int | None:
@@ -111,54 +87,4 @@ class AccountWorkerCollector(Collector):
         state = self._state()
         if state is None:
             return  # not started yet, or stopping
-        account = [state["account_id"]]
-        for key, name, text in _COUNTERS:
-            counter = CounterMetricFamily(name, text, labels=["account"])
-            counter.add_metric(account, state.get(key, 0))
-            yield counter
-        backlog = GaugeMetricFamily(
-            "ticker_worker_tick_backlog_frames",
-            "Frames waiting between the sockets and Redis.",
-            labels=["account"],
-        )
-        backlog.add_metric(account, state.get("backlog", 0))
-        yield backlog
-        yield from _connections(state)
-
-
-def _connections(state: dict[str, Any]) -> Iterator[Metric]:
-    labels = ["account", "connection"]
-    is_open = GaugeMetricFamily(
-        "ticker_worker_connection_open",
-        "Whether a Kite connection is open.",
-        labels=labels,
-    )
-    instruments = GaugeMetricFamily(
-        "ticker_worker_connection_instruments",
-        "Instruments on a Kite connection.",
-        labels=labels,
-    )
-    frame_age = GaugeMetricFamily(
-        "ticker_worker_connection_last_frame_age_seconds",
-        "Seconds since a connection's last frame.",
-        labels=labels,
-    )
-    reconnects = CounterMetricFamily(
-        "ticker_worker_connection_reconnects",
-        "Reconnect attempts after a connection was lost.",
-        labels=labels,
-    )
-    refusals = CounterMetricFamily(
-        "ticker_worker_subscribe_refusals",
-        "Subscribes Kite answered with an error text frame.",
-        labels=labels,
-    )
-    for connection in state.get("connections", []):
-        values = [state["account_id"], str(connection["index"])]
-        is_open.add_metric(values, bool(connection.get("open")))
-        instruments.add_metric(values, connection.get("tokens", 0))
-        if connection.get("last_frame_age_s") is not None:
-            frame_age.add_metric(values, connection["last_frame_age_s"])
-        reconnects.add_metric(values, connection.get("reconnects", 0))
-        refusals.add_metric(values, connection.get("refusals", 0))
-    yield from (is_open, instruments, frame_age, reconnects, refusals)
+        yield from worker_series([state], "ticker_worker_")

@@ -8,7 +8,8 @@ Requests are checked the way Kite checks them, with an
 Middlewares run in the order `Simulator` lists them: `record` outermost, so the
 historical log holds every answer, 403 and 429 included; then `errors`,
 `authenticate`, `inject_faults` (failures a test asked for) and `throttle` last, so
-only an authenticated request uses up its api_key's allowance. A request later refused with 400 has still used its turn.
+only an authenticated request uses up its api_key's allowance. A request later
+refused with 400 has still used its turn.
 Only the historical route is limited (Kite: 3 requests a second per api_key); the
 rest of Kite's limits (10/s) are not simulated.
 """
