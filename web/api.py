@@ -34,7 +34,8 @@ def _service() -> SubscriptionService:
 
 
 def _token(raw: str) -> int:
-    return parse(TokenPath, {"instrument_token": raw}).instrument_token  # type: ignore[no-any-return]
+    path: TokenPath = parse(TokenPath, {"instrument_token": raw})
+    return path.instrument_token
 
 
 @api.get("/metrics")
