@@ -35,8 +35,10 @@ def _banner_as_a_record(sender: str, instance: Any, **_: Any) -> None:
                  sender, instance.concurrency)
 
 
+from tasks.backfill_presence_step import BackfillPresenceStep
 from tasks.metrics_step import WorkerMetricsStep  # noqa: E402 (needs `app`'s module loaded)
 from tasks.socket_step import AccountSocketStep  # noqa: E402
 
 app.steps["worker"].add(AccountSocketStep)
 app.steps["worker"].add(WorkerMetricsStep)
+app.steps["worker"].add(BackfillPresenceStep)

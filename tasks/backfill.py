@@ -15,6 +15,7 @@ from celery import Task
 
 from tasks.app import app
 from tasks.once import RunsOnce
+from ticker import backfill_presence
 from ticker.access_tokens import access_token_or_file
 from ticker.accounts import load_accounts
 from ticker.backfill_runner import BackfillRunner
@@ -99,5 +100,12 @@ def backfill_gaps() -> int:
     tokens = runner().active_tokens()
     for token in tokens:
         backfill.delay(token)
+    settings = Settings()
+    try:
+        with redis.Redis.from_url(settings.redis_url, socket_timeout=5) as client:
+            backfill_presence.record_gap_fill(client, settings.key_prefix, len(tokens))
+    except redis.RedisError as exc:
+        # The backfills are queued; only /health's "last gap fill" stays behind.
+        log.warning("gap fill not recorded for /health: %s", exc)
     log.info("gap fill queued subscriptions=%d", len(tokens))
     return len(tokens)

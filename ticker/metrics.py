@@ -48,6 +48,10 @@ class ServiceCollector(Collector):  # type: ignore[misc]
             yield from _subscriptions(snapshot)
         if snapshot.worker_states is not None and snapshot.alive is not None:
             yield from _workers(snapshot)
+        if snapshot.backfill_workers is not None:
+            yield GaugeMetricFamily("ticker_backfill_workers",
+                                    "Backfill workers whose presence is fresh.",
+                                    value=snapshot.backfill_workers)
         queued = GaugeMetricFamily("ticker_account_queue_messages",
                                    "Tasks waiting in an account's broker queue.",
                                    labels=["account"])

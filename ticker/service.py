@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import redis
 from psycopg_pool import ConnectionPool
 
+from ticker import backfill_presence
 from ticker.accounts import Accounts
 from ticker.backfill import Candle
 from ticker.errors import SubscriptionNotFound, TickerError, UnknownInstrument
@@ -68,6 +69,7 @@ class MetricsSnapshot:
     alive: set[str] | None
     worker_states: dict[str, dict[str, Any]] | None
     queue_backlogs: dict[str, int]
+    backfill_workers: int | None = None
 
 
 class SubscriptionService:
@@ -82,6 +84,7 @@ class SubscriptionService:
         events_stream: str,
         queue_of: Callable[[str], str] | None = None,
         broker: redis.Redis | None = None,
+        backfill_queue: str | None = None,
     ) -> None:
         self._accounts = accounts
         self._pool = pool
@@ -92,6 +95,7 @@ class SubscriptionService:
         # The broker's own view of each account's waiting tasks, when it is Redis.
         self._queue_of = queue_of
         self._broker = broker
+        self._backfill_queue = backfill_queue
         self._events_stream = events_stream
 
     def subscribe(self, instrument_token: int, mode: Mode | None,
@@ -342,6 +346,8 @@ class SubscriptionService:
         failing = [part for part in ("database", "redis") if report[part] != "ok"]
         failing += [f"workers.{aid}" for aid, w in workers.items() if w["state"] != "ok"]
         report["workers"] = workers
+        # Beside the streaming parts, not among them: candles can wait, ticks cannot.
+        report["backfill"] = self._backfill_health()
         report["status"] = "unhealthy" if failing else "healthy"
         if failing:
             report["failing"] = failing
@@ -349,7 +355,7 @@ class SubscriptionService:
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         """What /metrics reports, each source read on its own; a missing one is None."""
-        counts = states = alive = None
+        counts = states = alive = backfill_workers = None
         try:
             with self._pool.connection(timeout=2) as conn:
                 counts = store.count_by_account_and_status(conn)
@@ -358,9 +364,11 @@ class SubscriptionService:
         try:
             alive = self._alive_accounts()
             states = self._worker_states()
+            backfill_workers = len(backfill_presence.running(self._client, self._key_prefix))
         except redis.RedisError as exc:
             log.warning("metrics without Redis: %s", type(exc).__name__)
-        return MetricsSnapshot(self._accounts, counts, alive, states, self._backlogs())
+        return MetricsSnapshot(self._accounts, counts, alive, states, self._backlogs(),
+                               backfill_workers)
 
     def _alive_accounts(self) -> set[str]:
         return alive_accounts(self._client, self._key_prefix, self._accounts)
@@ -370,6 +378,25 @@ class SubscriptionService:
 
     def _worker_states(self) -> dict[str, dict[str, Any]]:
         return worker_states(self._client, self._key_prefix, self._accounts)
+
+    def _backfill_health(self) -> dict[str, Any]:
+        try:
+            workers = backfill_presence.running(self._client, self._key_prefix)
+            last = backfill_presence.last_gap_fill(self._client, self._key_prefix)
+        except redis.RedisError:
+            return {"state": "unknown", "workers": [], "backlog": None,
+                    "last_gap_fill": None}
+        backlog = None
+        if self._broker is not None and self._backfill_queue is not None:
+            try:
+                backlog = self._broker.llen(self._backfill_queue)
+            except redis.RedisError:
+                pass
+        if last is not None:
+            last = {"at": datetime.fromtimestamp(last["at"], IST).isoformat(),
+                    "queued": last["queued"]}
+        return {"state": "ok" if workers else "down", "workers": workers,
+                "backlog": backlog, "last_gap_fill": last}
 
     def _backlogs(self) -> dict[str, int]:
         if self._broker is None or self._queue_of is None:

@@ -105,4 +105,5 @@ def _wire(settings: Settings) -> SubscriptionService:
             else None
         ),
         events_stream=settings.events_stream,
+        backfill_queue=settings.backfill_queue,
     )

@@ -100,6 +100,7 @@ class Health(_Open):
     database: str
     redis: str
     workers: dict[str, dict[str, Any]]
+    backfill: dict[str, Any]
     failing: list[str] | None = None
 
 

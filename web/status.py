@@ -89,6 +89,8 @@ class BackfillSummary(_Open):
     failed: int
     unknown: int
     candles_stored: int
+    workers: list[str]
+    worker_state: Literal["ok", "down", "unknown"]
 
 
 class Status(_Open):
@@ -145,7 +147,7 @@ def status_json(query: StatusQuery):  # type: ignore[no-untyped-def]
         ],
         "subscription_count": len(subscriptions),
         "truncated": len(subscriptions) > len(shown),
-        "backfill": _backfill_summary(subscriptions, backfills),
+        "backfill": _backfill_summary(subscriptions, backfills, health.get("backfill", {})),
         "events": recent[: query.events],
     })
 
@@ -184,9 +186,12 @@ def _accounts(accounts: list[dict[str, Any]], workers: dict[str, dict[str, Any]]
 
 
 def _backfill_summary(subscriptions: list[Subscription],
-                      backfills: dict[int, BackfillOutcome]) -> dict[str, int]:
+                      backfills: dict[int, BackfillOutcome],
+                      health: dict[str, Any]) -> dict[str, Any]:
     outcomes = [backfills.get(s.instrument_token) for s in subscriptions]
     return {
+        "workers": health.get("workers", []),
+        "worker_state": health.get("state", "unknown"),
         "completed": sum(1 for o in outcomes if o and o.state == "completed"),
         "failed": sum(1 for o in outcomes if o and o.state == "failed"),
         "unknown": sum(1 for o in outcomes if o is None),

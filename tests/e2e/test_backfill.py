@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+import psutil
 import psycopg
 import pytest
 import requests
@@ -189,3 +191,53 @@ def test_a_busy_or_failing_kite_is_retried_until_the_backfill_completes(stack, s
     assert not events.matching(
         lambda m: m["event_type"] == "backfill_failed" and m["instrument_token"] == token)
     unsubscribe(stack, token)
+
+
+def backfill_health(stack) -> dict:
+    return requests.get(f"{stack.api}/health", timeout=5).json()["backfill"]
+
+
+def wait_for_backfill_state(stack, state: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (seen := backfill_health(stack))["state"] != state:
+        assert time.monotonic() < deadline, f"backfill not {state} in {timeout_s}s: {seen}"
+        time.sleep(0.25)
+    return seen
+
+
+def backfill_worker_process(stack) -> psutil.Process:
+    runner = psutil.Process(stack.process.process.pid)
+    for process in runner.children(recursive=True):
+        if any(arg.startswith("backfill@") for arg in process.cmdline()):
+            return process
+    raise AssertionError("no backfill worker process")
+
+
+def test_health_reports_the_backfill_worker_and_the_last_gap_fill(stack):
+    running = wait_for_backfill_state(stack, "ok", 30.0)
+    assert [w.split("@")[0] for w in running["workers"]] == ["backfill"]
+    assert running["backlog"] == 0
+
+    app = Celery(broker=stack.redis_url)
+    app.send_task("ticker.backfill_gaps",
+                  queue=stack.env.get("TICKER_BACKFILL_QUEUE", "ticker.backfill"))
+    app.close()
+    deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+    while (last := backfill_health(stack)["last_gap_fill"]) is None:
+        assert time.monotonic() < deadline, "the gap fill never reached /health"
+        time.sleep(0.25)
+    active = requests.get(f"{stack.api}/subscriptions", params={"status": "active"},
+                          timeout=5).json()["count"]
+    assert last["queued"] == active
+    assert abs(datetime.fromisoformat(last["at"]) - datetime.now(IST)).total_seconds() < 30
+
+    # A hung worker stops renewing its entry: /health says so, ticks are not its concern.
+    worker = backfill_worker_process(stack)
+    worker.send_signal(signal.SIGSTOP)
+    try:
+        down = wait_for_backfill_state(stack, "down", 20.0)
+        assert down["workers"] == []
+        assert requests.get(f"{stack.api}/health", timeout=5).status_code == 200
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    assert wait_for_backfill_state(stack, "ok", 20.0)["workers"] == running["workers"]

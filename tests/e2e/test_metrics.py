@@ -51,6 +51,7 @@ def test_metrics_follow_a_subscription_and_its_ticks(stack, cleanup):
         assert value(first, "ticker_connection_open", account=name, connection="0") == 1
     assert value(first, "ticker_dependency_up", dependency="database") == 1
     assert value(first, "ticker_dependency_up", dependency="redis") == 1
+    assert value(first, "ticker_backfill_workers") == 1
     assert value(first, "ticker_subscriptions", account=account, status="active") >= 1
     assert value(first, "ticker_account_instruments_used", account=account) >= 1
     published = "ticker_ticks_published_total"

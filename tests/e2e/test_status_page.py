@@ -157,6 +157,9 @@ def test_the_page_shows_both_accounts_live_prices_backfill_and_events(
         assert {t: cell(browser, t, "symbol") for t in tokens} == symbols
         assert float(cell(browser, watched, "tick-age").split()[0]) < 5
         assert browser.find_element(By.ID, "health").text == "healthy"
+        summary = browser.find_element(By.ID, "backfill-summary")
+        assert summary.get_attribute("data-worker-state") == "ok"
+        assert "Backfill workers: 1." in summary.text
         keep_screenshot(browser, tmp_path)
         # What the page polled matches the shape /openapi.json documents for it.
         polled = requests.get(f"{stack.api}/status.json", timeout=10).json()

@@ -137,9 +137,13 @@
         ? `(${status.subscriptions.length} of ${status.subscription_count} shown)`
         : `(${status.subscription_count})`;
     const b = status.backfill;
-    document.getElementById("backfill-summary").textContent =
+    const summary = document.getElementById("backfill-summary");
+    summary.dataset.workerState = b.worker_state;
+    summary.textContent =
       `Backfill: ${b.completed} completed, ${b.failed} failed, ${b.unknown} without a ` +
-      `recent outcome; ${b.candles_stored} candles stored by recent backfills.`;
+      `recent outcome; ${b.candles_stored} candles stored by recent backfills. ` +
+      (b.worker_state === "down" ? "No backfill worker is running."
+        : `Backfill workers: ${b.workers.length}.`);
   }
 
   function renderEvents(events) {
