@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.exposition import choose_encoder
+from werkzeug.exceptions import MethodNotAllowed
 
 from ticker.errors import UnknownInstrument
 from ticker.service import ChangeOutcome, SubscriptionService
@@ -85,6 +86,13 @@ def create_subscriptions(body: BatchSubscribeRequest):  # type: ignore[no-untype
     """
     answer, status = subscribe_batch(_service(), body, _with_requesters)
     return jsonify(answer), status
+
+
+@api.route("/subscriptions/batch", methods=["GET", "PATCH", "DELETE"])
+def batch_other_methods():  # type: ignore[no-untyped-def]
+    # Without this, these fall through to /subscriptions/<raw_token> and are
+    # answered as a bad token, which misleads more than it helps.
+    raise MethodNotAllowed(valid_methods=["POST"])
 
 
 @api.patch("/subscriptions/<raw_token>")

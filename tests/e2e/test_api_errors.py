@@ -107,6 +107,10 @@ def test_unknown_routes_and_methods_answer_json(stack, unchanged):
     assert_error(requests.get(f"{stack.api}/nowhere", timeout=10), 404, "not_found")
     assert_error(requests.put(f"{stack.api}/subscriptions", timeout=10), 405,
                  "method_not_allowed")
+    for method in ("GET", "PATCH", "DELETE"):
+        answer = requests.request(method, f"{stack.api}/subscriptions/batch", timeout=10)
+        assert_error(answer, 405, "method_not_allowed")
+        assert answer.headers["Allow"] == "POST"
 
 
 @pytest.mark.parametrize(
