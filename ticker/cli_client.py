@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from typing import IO, Any, TypeVar
@@ -125,6 +127,11 @@ def guarded(command: F) -> F:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
             raise SystemExit(0) from None
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, as Ctrl-C does. Later
+            # writes, the interpreter's last flush included, go nowhere.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(0) from None
         except (click.ClickException, click.exceptions.Exit, SystemExit):
             raise
         except redis.RedisError as exc:
@@ -155,9 +162,15 @@ class ApiClient:
         key = settings.api_key.get_secret_value() if settings.api_key else None
         return cls(api_url or default_api_url(settings), key)
 
-    def get(self, path: str, **params: Any) -> Any:
+    def get(self, path: str, usage_fields: tuple[str, ...] = (), **params: Any) -> Any:
+        """GET with `params`; a 422 naming one of `usage_fields` exits 2, not 1.
+
+        Those are the fields the operator typed as options (say, an unknown
+        account), so the command line is at fault rather than the service.
+        """
         return self._call(
-            "GET", path, params={k: v for k, v in params.items() if v is not None}
+            "GET", path, params={k: v for k, v in params.items() if v is not None},
+            usage_fields=usage_fields,
         )
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
@@ -168,7 +181,8 @@ class ApiClient:
             "DELETE", path, params={k: v for k, v in params.items() if v is not None}
         )
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, usage_fields: tuple[str, ...] = (),
+              **kwargs: Any) -> Any:
         url = f"{self.base_url}{path}"
         try:
             answer = self._session.request(
@@ -195,7 +209,15 @@ class ApiClient:
             body = None
         if answer.ok and body is not None:
             return body
-        raise refused(_describe_refusal(method, path, answer.status_code, body))
+        message = _describe_refusal(method, path, answer.status_code, body)
+        if answer.status_code == 422 and _error_field(body) in usage_fields:
+            raise usage(message)
+        raise refused(message)
+
+
+def _error_field(body: Any) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("field") if isinstance(error, dict) else None
 
 
 def _describe_refusal(method: str, path: str, status: int, body: Any) -> str:

@@ -43,9 +43,12 @@ def check_accounts_file(
     """Errors and warnings of an accounts file, each `file:line: field: what`."""
     environ = dict(os.environ) if environ is None else environ
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return [f"{path}: cannot read it: {exc.strerror or exc}"], [], None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        return [f"{path}:{line}: not UTF-8 text (byte {exc.start}); save it as UTF-8"], [], None
     try:
         root = yaml.compose(text)
         raw = yaml.safe_load(text)

@@ -139,7 +139,8 @@ def list_subscriptions(
     account: str | None, status: str | None, api_url: str | None, as_json: bool
 ) -> None:
     """List subscriptions."""
-    answer = _client(api_url).get("/subscriptions", account=account, status=status)
+    answer = _client(api_url).get("/subscriptions", usage_fields=("account",),
+                                   account=account, status=status)
     if as_json:
         echo_json(answer)
         return

@@ -148,6 +148,15 @@ class EventPublisher:
         return stream_id.decode()  # type: ignore[no-any-return]
 
 
+# The largest id a Redis stream can hold: two unsigned 64-bit numbers.
+_LAST_STREAM_ID = (2**64 - 1, 2**64 - 1)
+
+
+def _stream_id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def read_stream(client: redis.Redis, stream: str, after: str, limit: int
                 ) -> tuple[list[dict[str, Any]], bool]:
     """Events stored after stream id `after` (oldest first, at most `limit`).
@@ -155,6 +164,9 @@ def read_stream(client: redis.Redis, stream: str, after: str, limit: int
     Also says whether some events after `after` may be gone: the stream is capped,
     and once it has been trimmed past `after`, a replay from there is incomplete.
     """
+    if _stream_id_key(after) == _LAST_STREAM_ID:
+        # Redis refuses an exclusive start past its last possible id: nothing is after it.
+        return [], False
     pipe = client.pipeline(transaction=True)
     pipe.xrange(stream, min=f"({after}" if after != "0" else "-", count=limit)
     pipe.xrange(stream, count=1)
@@ -181,8 +193,4 @@ def _decoded(entries: Any) -> list[dict[str, Any]]:
 
 
 def _stream_id_after(stream_id: str, other: str) -> bool:
-    def key(value: str) -> tuple[int, int]:
-        ms, _, seq = value.partition("-")
-        return int(ms), int(seq or 0)
-
-    return key(stream_id) > key(other)
+    return _stream_id_key(stream_id) > _stream_id_key(other)

@@ -76,10 +76,16 @@ def documented(
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def validated(*args: Any, **kwargs: Any) -> Any:
-            if query is not None:
-                kwargs["query"] = parse(query, request.args.to_dict())
+            kwargs["query"] = query_args(query, body)
             if body is not None:
                 kwargs["body"] = parse(body, json_body())
+            elif request.content_length or request.get_data(cache=True):
+                raise ApiError(
+                    422, "unexpected_body",
+                    f"{request.method} takes no body; send its parameters in the "
+                    "query string", field="body")
+            if query is None:
+                del kwargs["query"]
             return view(*args, **kwargs)
 
         return spec.validate(
@@ -92,6 +98,28 @@ def documented(
         )(validated)
 
     return decorate
+
+
+def query_args(model: type[BaseModel] | None, body: type[BaseModel] | None) -> Any:
+    """The query string parsed by `model`; a refusal for what nobody would read.
+
+    A parameter given twice, or given to a route that reads none, is refused
+    rather than half-used: acting on the wrong requester is worse than a 422.
+    """
+    for name in request.args:
+        if len(request.args.getlist(name)) > 1:
+            raise ApiError(422, "invalid_field", f"{name}: given more than once; give it once",
+                           field=name)
+    if model is None:
+        if request.args:
+            name = next(iter(request.args))
+            where = ("; send it in the JSON body"
+                     if body is not None and name in body.model_fields else "")
+            raise ApiError(422, "invalid_field",
+                           f"{name}: this route takes no query parameters{where}",
+                           field=name)
+        return None
+    return parse(model, request.args.to_dict())
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:

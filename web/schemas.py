@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from datetime import datetime
 from typing import Literal
 
@@ -148,7 +150,8 @@ class TokenPath(BaseModel):
 
 
 class CandlesQuery(BaseModel):
-    """`from`/`to` are ISO 8601; a time without an offset is read as IST."""
+    """`from`/`to` are ISO 8601; a time without an offset is read as IST, and a
+    `to` without a time is the end of that day."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -161,6 +164,14 @@ class CandlesQuery(BaseModel):
     @classmethod
     def _interval_any_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("end", mode="before")
+    @classmethod
+    def _a_date_means_its_whole_day(cls, value: object) -> object:
+        # As Kite's own historical API reads it: `to=2026-12-03` includes that day.
+        if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+            return f"{value}T23:59:59.999999"
+        return value
 
     @field_validator("start", "end")
     @classmethod

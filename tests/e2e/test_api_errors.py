@@ -188,3 +188,39 @@ def test_filters_take_any_case(stack):
                           timeout=10)
 
     assert answer.status_code == 200
+
+
+def test_a_delete_with_a_body_is_refused_and_removes_nobody(stack):
+    url = f"{stack.api}/subscriptions/{NIFTY_CE}"
+    for client_id in ("t1", "default"):
+        assert post(stack, {"instrument_token": NIFTY_CE, "requested_mode": "LTP",
+                            "client_id": client_id}).status_code in (200, 202)
+    try:
+        answer = requests.delete(url, json={"client_id": "t1"}, timeout=10)
+
+        assert_error(answer, 422, "unexpected_body", "body")
+        held = {r["client_id"] for r in requests.get(url, timeout=10).json()["requesters"]}
+        assert held == {"t1", "default"}
+    finally:
+        for client_id in ("t1", "default"):
+            requests.delete(url, params={"client_id": client_id}, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "field", "hint"),
+    [
+        ("PATCH", f"/subscriptions/{NIFTY_CE}", {"client_id": "t1"},
+         {"requested_mode": "FULL"}, "client_id", "JSON body"),
+        ("POST", "/subscriptions", {"foo": "bar"},
+         {"instrument_token": NIFTY_CE}, "foo", "no query parameters"),
+        ("DELETE", f"/subscriptions/{NIFTY_CE}", [("client_id", "a"), ("client_id", "b")],
+         None, "client_id", "more than once"),
+    ],
+    ids=["patch-query", "post-query", "delete-repeated"],
+)
+def test_a_query_parameter_nobody_reads_is_refused(stack, unchanged, method, path, params,
+                                                    body, field, hint):
+    answer = requests.request(method, f"{stack.api}{path}", params=params, json=body,
+                              timeout=10)
+
+    assert hint in assert_error(answer, 422, "invalid_field", field)["message"]

@@ -241,3 +241,26 @@ def test_health_reports_the_backfill_worker_and_the_last_gap_fill(stack):
     finally:
         worker.send_signal(signal.SIGCONT)
     assert wait_for_backfill_state(stack, "ok", 20.0)["workers"] == running["workers"]
+
+
+def test_a_date_without_a_time_asks_for_that_whole_day(stack):
+    [token] = nfo_tokens(stack, 1, skip=250)
+    with ChannelListener(stack.redis_url, stack.events_channel) as events:
+        subscribe(stack, token, "LTP")
+        events.wait_for(completed_for(token), BACKFILL_TIMEOUT_S)
+    try:
+        with psycopg.connect(stack.database_url) as conn:
+            day, rows = conn.execute(
+                """SELECT (start_at AT TIME ZONE 'Asia/Kolkata')::date, count(*)
+                   FROM candles WHERE instrument_token = %s
+                   GROUP BY 1 ORDER BY 1 LIMIT 1""", (token,)).fetchone()
+
+        answer = requests.get(f"{stack.api}/subscriptions/{token}/candles",
+                              params={"from": day.isoformat(), "to": day.isoformat()},
+                              timeout=10).json()
+
+        assert rows == 375  # a whole session, the first of the five days
+        assert answer["count"] == rows
+        assert {c["date"][:10] for c in answer["candles"]} == {day.isoformat()}
+    finally:
+        unsubscribe(stack, token)

@@ -333,6 +333,35 @@ def test_config_check_names_the_line_of_broken_yaml(tmp_path):
     assert f"{broken}:3: not valid YAML" in assert_one_line_failure(result, 2)
 
 
+def test_config_check_names_a_file_that_is_not_utf8(tmp_path):
+    broken = tmp_path / "accounts.yaml"
+    broken.write_bytes(b"accounts:\n  - id: sim-\xff\xfe\n")
+
+    result = ticker({"PATH": "/usr/bin:/bin"}, "config", "check", "--file", str(broken))
+
+    assert f"{broken}:2: not UTF-8 text" in assert_one_line_failure(result, 2)
+
+
+def test_ls_of_an_unknown_account_is_a_usage_error(stack):
+    result = ticker(stack.env, "ls", "--account", "nobody")
+
+    assert "account" in assert_one_line_failure(result, 2)
+
+
+def test_ticks_piped_into_a_reader_that_stops_ends_quietly(stack, streaming):
+    token, _ = streaming
+    # `head` leaves after the first line; the next tick's write finds no reader.
+    pipeline = subprocess.run(
+        f"set -o pipefail; {TICKER} ticks {token} | head -n 1",
+        shell=True, executable="/bin/bash", env=stack.env, capture_output=True,
+        text=True, timeout=CLI_TIMEOUT_S,
+    )
+
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert pipeline.stdout.split()[0] == str(token)
+    assert pipeline.stderr == ""
+
+
 # -- token rotation: a stack of its own ---------------------------------------------
 
 

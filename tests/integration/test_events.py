@@ -91,3 +91,14 @@ def test_a_replay_from_before_what_the_cap_kept_says_there_is_a_gap(
 
     assert len(from_start) == kept and gap_from_start is True
     assert gap_from_recent is False
+
+
+def test_a_replay_from_the_last_possible_id_is_empty_not_an_error(redis_client, settings, stream):
+    publisher = EventPublisher(redis_client, settings.events_channel, settings.key_prefix,
+                               stream, 1000)
+    publisher.publish(event(20))
+    last = f"{2**64 - 1}-{2**64 - 1}"
+
+    assert read_stream(redis_client, stream, last, 10) == ([], False)
+    # One below it is an ordinary exclusive start, which Redis takes.
+    assert read_stream(redis_client, stream, f"{2**64 - 1}-{2**64 - 2}", 10) == ([], False)
