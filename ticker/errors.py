@@ -37,6 +37,10 @@ class SubscriptionNotFound(TickerError):
     """No pending or live subscription exists for an instrument token."""
 
 
+class RequesterNotFound(SubscriptionNotFound):
+    """The token is subscribed, but not by the requester that asked."""
+
+
 class MalformedFrame(TickerError):
     """A binary ticker frame whose lengths do not add up."""
 

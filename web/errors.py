@@ -16,6 +16,7 @@ from ticker.errors import (
     CapacityExhausted,
     InstrumentsUnavailable,
     NoLiveWorker,
+    RequesterNotFound,
     SubscriptionNotFound,
     UnknownAccount,
     UnknownInstrument,
@@ -58,6 +59,8 @@ def from_validation(exc: ValidationError, prefix: str = "") -> ApiError:
 # Core errors a caller can act on, and the HTTP answer each one gets.
 _DOMAIN_ERRORS: list[tuple[type[Exception], int, str, str | None]] = [
     (UnknownInstrument, 404, "unknown_instrument", "instrument_token"),
+    # Before its base: the token is live, the requester is the one at fault.
+    (RequesterNotFound, 404, "subscription_not_found", "client_id"),
     (SubscriptionNotFound, 404, "subscription_not_found", "instrument_token"),
     (UnknownAccount, 422, "unknown_account", "account"),
     (CapacityExhausted, 503, "capacity_exhausted", None),

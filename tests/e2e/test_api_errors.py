@@ -224,3 +224,18 @@ def test_a_query_parameter_nobody_reads_is_refused(stack, unchanged, method, pat
                               timeout=10)
 
     assert hint in assert_error(answer, 422, "invalid_field", field)["message"]
+
+
+def test_a_requester_that_holds_nothing_of_a_live_token_is_named_as_the_fault(stack):
+    url = f"{stack.api}/subscriptions/{NIFTY_CE}"
+    assert post(stack, {"instrument_token": NIFTY_CE, "requested_mode": "LTP",
+                        "client_id": "holder"}).status_code in (200, 202)
+    try:
+        patched = requests.patch(url, json={"requested_mode": "FULL", "client_id": "other"},
+                                 timeout=10)
+        deleted = requests.delete(url, params={"client_id": "other"}, timeout=10)
+
+        assert_error(patched, 404, "subscription_not_found", "client_id")
+        assert_error(deleted, 404, "subscription_not_found", "client_id")
+    finally:
+        requests.delete(url, params={"client_id": "holder"}, timeout=10)

@@ -18,6 +18,7 @@ from ticker.capacity import AccountLoad, choose_account
 from ticker.errors import (
     CapacityExhausted,
     NoLiveWorker,
+    RequesterNotFound,
     SubscriptionNotFound,
     TickerError,
 )
@@ -150,8 +151,8 @@ def _place(
     live = previous is not None and previous.status in (Status.PENDING, Status.ACTIVE)
     held = requesters.mode_of(cur, token, client_id) if live else None
     if must_hold and held is None:
-        raise SubscriptionNotFound(
-            f"client {client_id!r} holds no subscription of instrument_token "
+        raise (RequesterNotFound if live else SubscriptionNotFound)(
+            f"client_id {client_id!r} holds no subscription of instrument_token "
             f"{token}; subscribe with POST /subscriptions"
         )
     if live:
@@ -228,9 +229,9 @@ def withdraw(
         row = cur.fetchone()
         held = requesters.mode_of(cur, instrument_token, client_id) if row else None
         if row is None or held is None:
-            raise SubscriptionNotFound(
+            raise (SubscriptionNotFound if row is None else RequesterNotFound)(
                 f"instrument_token {instrument_token} has no pending or active "
-                f"subscription held by client {client_id!r}; list them with "
+                f"subscription held by client_id {client_id!r}; list them with "
                 "GET /subscriptions"
             )
         previous = _subscription(row)
