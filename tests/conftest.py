@@ -113,3 +113,18 @@ def settings(database_url: str, redis_url: str, run_id: str) -> Settings:
         key_prefix=f"test:{run_id}:",
         account_queue_prefix=f"test.{run_id}.account.",
     )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List what the tests measured (their `record_property` figures) after the run.
+
+    The README's fault table and the closing notes quote these, so every run shows them.
+    """
+    measured = [(report.nodeid.split("::", 1)[-1], name, value)
+                for report in terminalreporter.stats.get("passed", [])
+                for name, value in report.user_properties]
+    if not measured:
+        return
+    terminalreporter.section("figures measured")
+    for test, name, value in measured:
+        terminalreporter.write_line(f"{test}: {name} = {value}")

@@ -6,6 +6,7 @@ a burst of 500 requests for distinct tokens reaches them.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,12 +59,15 @@ def test_one_token_requested_at_once_is_placed_once(small_stack):
     assert requests.delete(f"{small_stack.api}/subscriptions/{token}", timeout=10).ok
 
 
-def test_a_burst_fills_exactly_the_capacity_and_no_account_exceeds_it(small_stack):
+def test_a_burst_fills_exactly_the_capacity_and_no_account_exceeds_it(small_stack,
+                                                                      record_property):
     tokens = nfo_tokens(small_stack, BURST, skip=300)
     assert len(tokens) == BURST
     with ChannelListener(small_stack.redis_url, small_stack.events_channel) as events:
+        started = time.monotonic()
         with ThreadPoolExecutor(32) as pool:
             answers = dict(zip(tokens, pool.map(lambda t: post(small_stack, t), tokens)))
+        answered_s = time.monotonic() - started
         accepted = {t: a.json()["account_id"] for t, a in answers.items()
                     if a.status_code == 202}
         events.wait_for(lambda m: m["event_type"] == "subscription_created"
@@ -71,6 +75,10 @@ def test_a_burst_fills_exactly_the_capacity_and_no_account_exceeds_it(small_stac
                         count=len(accepted))
 
     refused = [a for a in answers.values() if a.status_code != 202]
+    record_property("POSTs from 32 threads, answered in seconds",
+                    f"{BURST}, {answered_s:.2f}")
+    record_property("answers", dict(Counter(a.status_code for a in answers.values())))
+    record_property("accepted by account", dict(Counter(accepted.values())))
     assert len(accepted) == 2 * PER_ACCOUNT
     assert {a.status_code for a in refused} == {503}
     assert {a.json()["error"]["code"] for a in refused} == {"capacity_exhausted"}

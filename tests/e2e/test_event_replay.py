@@ -5,7 +5,12 @@ from __future__ import annotations
 import redis
 import requests
 
-from tests.e2e.test_subscriptions import EVENT_TIMEOUT_S, event_for, nfo_tokens, subscribe
+from tests.e2e.test_subscriptions import (
+    EVENT_TIMEOUT_S,
+    event_for,
+    nfo_tokens,
+    subscribe,
+)
 from tests.listen import ChannelListener
 
 LIFECYCLE = ("subscription_created", "subscription_updated", "subscription_removed")

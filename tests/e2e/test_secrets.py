@@ -5,7 +5,12 @@ from __future__ import annotations
 import redis
 import requests
 
-from tests.e2e.test_subscriptions import EVENT_TIMEOUT_S, event_for, nfo_tokens, subscribe
+from tests.e2e.test_subscriptions import (
+    EVENT_TIMEOUT_S,
+    event_for,
+    nfo_tokens,
+    subscribe,
+)
 from tests.listen import ChannelListener
 from ticker.accounts import load_accounts
 from ticker.config import EXAMPLE_ACCOUNTS_FILE

@@ -104,7 +104,7 @@ def assert_each_token_sent_once(connection: dict, tokens: dict[int, str]) -> Non
 
 @pytest.mark.parametrize(("code", "skip"), [(1006, 300), (1000, 330)])
 def test_a_dropped_socket_comes_back_with_each_token_subscribed_once(fault_stack, code,
-                                                                     skip):
+                                                                     skip, record_property):
     tokens = subscribed_on(fault_stack, "sim-a", 3, skip=skip)
     before = {c["id"] for c in live_connections(fault_stack, "simkey_a")}
 
@@ -117,13 +117,14 @@ def test_a_dropped_socket_comes_back_with_each_token_subscribed_once(fault_stack
         for token in tokens:
             ticks.wait_for(lambda t, token=token: t["instrument_token"] == token, 10.0)
     resumed_s = time.monotonic() - dropped_at
+    record_property("seconds from the drop to every token ticking again", round(resumed_s, 2))
 
     [fresh] = [c for c in live_connections(fault_stack, "simkey_a") if c["id"] not in before]
     assert_each_token_sent_once(fresh, tokens)
     assert resumed_s < 10
 
 
-def test_a_silent_socket_is_noticed_dropped_and_replaced(fault_stack):
+def test_a_silent_socket_is_noticed_dropped_and_replaced(fault_stack, record_property):
     tokens = subscribed_on(fault_stack, "sim-b", 2, skip=360)
     [silent] = live_connections(fault_stack, "simkey_b")
 
@@ -132,6 +133,8 @@ def test_a_silent_socket_is_noticed_dropped_and_replaced(fault_stack):
                             "sim-b reported degraded", fault_stack)
     healed_s = wait_until(lambda: worker_state(fault_stack, "sim-b") == "ok", 20,
                           "sim-b healthy again", fault_stack)
+    record_property("seconds from silence to degraded", round(degraded_s, 2))
+    record_property("seconds from degraded to ok on a new socket", round(healed_s, 2))
 
     [fresh] = live_connections(fault_stack, "simkey_b")
     assert fresh["id"] != silent["id"]
@@ -185,17 +188,19 @@ def test_a_kite_error_text_frame_is_never_read_as_a_live_subscription(fault_stac
 
 
 def test_a_refused_token_moves_the_subscriptions_and_a_new_token_restores_the_account(
-    fault_stack,
+    fault_stack, record_property,
 ):
     tokens = subscribed_on(fault_stack, "sim-b", 2, skip=400)
     refused_before = sim(fault_stack, "GET", "stats").json()["refused_forbidden"]
 
     with ChannelListener(fault_stack.redis_url, fault_stack.events_channel) as events:
         sim(fault_stack, "POST", "accounts/simkey_b/revoke")
-        wait_until(lambda: worker_state(fault_stack, "sim-b") == "auth_failed", 15,
-                   "sim-b reported auth_failed", fault_stack)
+        revoked_at = time.monotonic()
+        failed_s = wait_until(lambda: worker_state(fault_stack, "sim-b") == "auth_failed", 15,
+                              "sim-b reported auth_failed", fault_stack)
         moves = [events.wait_for(event_for(t, "subscription_moved"), 15.0)[0]
                  for t in tokens]
+        moved_s = time.monotonic() - revoked_at
         time.sleep(4)  # a retry loop would show several refused upgrades by now
     refused = sim(fault_stack, "GET", "stats").json()["refused_forbidden"] - refused_before
     health = requests.get(f"{fault_stack.api}/health", timeout=10)
@@ -204,6 +209,9 @@ def test_a_refused_token_moves_the_subscriptions_and_a_new_token_restores_the_ac
         for t in nfo_tokens(fault_stack, 3, skip=440)
     ]
 
+    record_property("seconds from the revoke to auth_failed in /health", round(failed_s, 2))
+    record_property("seconds from the revoke to every subscription moved", round(moved_s, 2))
+    record_property("upgrades refused (a retry loop would show more)", refused)
     assert refused == 1
     assert health.status_code == 503 and "workers.sim-b" in health.json()["failing"]
     assert placed_meanwhile == ["sim-a"] * 3
@@ -226,12 +234,14 @@ def test_a_refused_token_moves_the_subscriptions_and_a_new_token_restores_the_ac
                             "sim-b back with the new token", fault_stack)
     [fresh] = live_connections(fault_stack, "simkey_b")
     assert fresh["subscriptions"] == {}, "moved tokens must not come back to sim-b"
+    record_property("seconds from the new token in the file to ok", round(restored_s, 2))
     assert restored_s < 20
     again = subscribe(fault_stack, nfo_tokens(fault_stack, 1, skip=450)[0], "LTP")
     assert again.json()["account_id"] == "sim-b"
 
 
-def test_sigterm_closes_the_sockets_cleanly_and_a_second_worker_never_overlaps(fault_stack):
+def test_sigterm_closes_the_sockets_cleanly_and_a_second_worker_never_overlaps(fault_stack,
+                                                                               record_property):
     peak = {"simkey_a": 0}
     watching = threading.Event()
     watching.set()
@@ -274,6 +284,9 @@ def test_sigterm_closes_the_sockets_cleanly_and_a_second_worker_never_overlaps(f
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(15)
 
+    record_property("seconds from SIGTERM to the worker's exit", round(exited_s, 2))
+    record_property("close code", record["close_code"])
+    record_property("most connections the account held at once", peak["simkey_a"])
     assert (record["close_code"], record["closed_by"]) == (1000, "client")
     assert exited_s < 10 and closed < 10
     assert peak["simkey_a"] == 1

@@ -68,7 +68,7 @@ def test_a_restarted_worker_resubscribes_everything_from_the_database(stack):
             pytest.fail(f"sim-a's tokens not back on its socket: {on_socket}, want {mine}")
         with ChannelListener(stack.redis_url, stack.ticks_channel) as ticks:
             for token, mode in mine.items():
-                ticks.wait_for(lambda t, token=token: t["instrument_token"] == token
+                ticks.wait_for(lambda t, token=token, mode=mode: t["instrument_token"] == token
                                and t["mode"] == mode.lower(), 5.0)
         # Restoring what was already live announces nothing new.
         for token in tokens:
@@ -95,11 +95,12 @@ def test_flower_lists_every_worker_and_its_queue(stack):
             assert queues == [f"{prefix}{worker.removeprefix('account-')}"]
 
 
-def test_a_worker_killed_mid_subscribe_confirms_it_once_after_restart(stack):
+def test_a_worker_killed_mid_subscribe_confirms_it_once_after_restart(stack, record_property):
     tokens = nfo_tokens(stack, 6, skip=500)
     with ChannelListener(stack.redis_url, stack.events_channel) as events:
         placed = {t: subscribe(stack, t, "LTP").json()["account_id"] for t in tokens}
         worker_process(stack, "sim-b").send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
         # The dead worker's lease lapses before its replacement may take over.
         for token in tokens:
             events.wait_for(event_for(token, "subscription_created"), 45.0)
@@ -110,6 +111,8 @@ def test_a_worker_killed_mid_subscribe_confirms_it_once_after_restart(stack):
         while not on_sim_b <= {int(t) for t in socket_subscriptions(stack, "simkey_b")}:
             assert time.monotonic() < deadline, "no replacement took the tokens"
             time.sleep(0.5)
+        record_property("seconds from SIGKILL to the replacement holding its tokens",
+                        round(time.monotonic() - killed_at, 2))
         time.sleep(2 * float(stack.env.get("TICKER_WORKER_RECONCILE_S", "2")))
 
         for token in tokens:
@@ -120,7 +123,9 @@ def test_a_worker_killed_mid_subscribe_confirms_it_once_after_restart(stack):
         unsubscribe(stack, token)
 
 
-def test_changes_for_a_stopped_worker_wait_in_its_queue_and_apply_when_it_returns(stack):
+def test_changes_for_a_stopped_worker_wait_in_its_queue_and_apply_when_it_returns(
+    stack, record_property,
+):
     frozen = worker_process(stack, "sim-a")
     placed: dict[int, str] = {}
     with ChannelListener(stack.redis_url, stack.events_channel) as events:
@@ -141,6 +146,7 @@ def test_changes_for_a_stopped_worker_wait_in_its_queue_and_apply_when_it_return
         for token in tokens:
             events.wait_for(event_for(token, "subscription_created"), 20.0)
 
+    record_property("backlog /health read from the broker", health["workers"]["sim-a"]["backlog"])
     assert len(waiting) == 3, placed
     assert early == []
     # A stopped worker had taken one message off the queue before it froze; the

@@ -15,8 +15,8 @@ import redis
 import requests
 
 from tests.conftest import free_port
-from ticker.config import Settings
 from ticker.accounts import Account
+from ticker.config import Settings
 from ticker.errors import CapacityExhausted, SubscriptionRefused
 from ticker.fanout import TickFanout
 from ticker.simulator.credentials import Credentials

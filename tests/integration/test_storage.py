@@ -9,8 +9,8 @@ from collections import Counter
 import psycopg
 import pytest
 
-from ticker.errors import CapacityExhausted, SubscriptionNotFound
 from tests.listen import ChannelListener
+from ticker.errors import CapacityExhausted, SubscriptionNotFound
 from ticker.events import EventPublisher, lifecycle_event
 from ticker.instruments import Instrument
 from ticker.storage import outbox, requesters

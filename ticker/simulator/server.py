@@ -22,10 +22,10 @@ from ticker.simulator.clock import TickClock
 from ticker.simulator.connections import ConnectionRegistry
 from ticker.simulator.credentials import Credentials
 from ticker.simulator.debug import DebugApi
+from ticker.simulator.historical_faults import HistoricalFaults
 from ticker.simulator.historical_log import HistoricalLog
 from ticker.simulator.market import Market
 from ticker.simulator.ratelimit import HISTORICAL_PER_S, SlidingWindowLimit
-from ticker.simulator.historical_faults import HistoricalFaults
 from ticker.simulator.rest import KiteRest
 from ticker.simulator.switches import FaultSwitches
 from ticker.simulator.universe import Universe, load_universe
