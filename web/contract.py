@@ -140,7 +140,7 @@ def json_body() -> Any:
         # to the limit and stops, so reaching the limit means it was too large.
         raise RequestEntityTooLarge(f"the body must be under {limit} bytes")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         if "integer string conversion" in reason:
@@ -151,3 +151,18 @@ def json_body() -> Any:
         raise ApiError(400, "invalid_json",
                        f"the body must be a JSON object, not {type(body).__name__}")
     return body
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refused if it names a key twice.
+
+    Python's JSON reader would keep the last of them silently: a body saying two
+    different tokens must not subscribe one of them at random.
+    """
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ApiError(422, "invalid_field", f"{key}: given more than once; give it once",
+                           field=key)
+        found[key] = value
+    return found

@@ -10,7 +10,7 @@ import redis
 from flask import Flask, g, jsonify, request
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from ticker.errors import (
     CapacityExhausted,
@@ -109,6 +109,13 @@ def register_error_handlers(app: Flask) -> None:
         ))
         response.headers["Allow"] = ", ".join(allowed)
         return response, status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
+        # One wording whether the length was announced up front or the body ran over.
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return _answer(ApiError(413, "request_entity_too_large",
+                                f"the body must be under {limit} bytes"))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):  # type: ignore[no-untyped-def]

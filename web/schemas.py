@@ -38,7 +38,7 @@ class _ModeField(BaseModel):
     @field_validator("requested_mode", mode="before", check_fields=False)
     @classmethod
     def _any_case(cls, value: object) -> object:
-        if value is None:
+        if value is None and not cls.model_fields["requested_mode"].is_required():
             return None
         if not isinstance(value, str):
             raise ValueError("must be one of LTP, QUOTE or FULL")
@@ -121,11 +121,15 @@ class ListQuery(BaseModel):
 
 
 class EventsQuery(BaseModel):
-    """`after` is a stream id as events carry it in `stream_id`; 0 means from the oldest."""
+    """`after` is a stream id as events carry it in `stream_id`; 0 means from the oldest.
+
+    As with Redis' own XREAD, milliseconds alone stand for the first id of that
+    millisecond, so `after=<unix ms>` replays what came after that moment.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    after: str = Field("0", pattern=r"^(0|[0-9]{1,20}-[0-9]{1,20})$")
+    after: str = Field("0", pattern=r"^[0-9]{1,20}(-[0-9]{1,20})?$")
     limit: int = Field(1000, ge=1, le=10_000)
 
     @field_validator("after")
@@ -134,7 +138,9 @@ class EventsQuery(BaseModel):
         # Redis stream ids are two unsigned 64-bit numbers, milliseconds-sequence.
         if any(int(part) > MAX_STREAM_ID_PART for part in value.split("-")):
             raise ValueError("each part of a stream id must be below 2**64")
-        return value
+        if value == "0" or "-" in value:
+            return value
+        return f"{value}-0"
 
 
 class TokenPath(BaseModel):

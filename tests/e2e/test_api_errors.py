@@ -86,7 +86,21 @@ def test_an_unknown_instrument_is_404(stack, unchanged):
 def test_a_body_over_one_mebibyte_is_413(stack, unchanged):
     huge = b'{"instrument_token": 13660418, "pad": "' + b"x" * (1024 * 1024) + b'"}'
 
-    assert_error(post(stack, raw=huge), 413, "request_entity_too_large")
+    error = assert_error(post(stack, raw=huge), 413, "request_entity_too_large")
+
+    assert error["message"] == "the body must be under 1048576 bytes"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [(b'{"instrument_token": 13660418, "instrument_token": 256265}', "instrument_token"),
+     (b'{"instruments": [{"instrument_token": 1, "instrument_token": 2}]}', "instrument_token")],
+    ids=["top level", "nested"],
+)
+def test_a_key_given_twice_is_refused_not_last_one_wins(stack, unchanged, raw, field):
+    error = assert_error(post(stack, raw=raw), 422, "invalid_field", field)
+
+    assert "more than once" in error["message"]
 
 
 @pytest.mark.parametrize("path", ["/subscriptions/abc", "/subscriptions/-1",
@@ -148,7 +162,18 @@ def test_a_chunked_body_over_one_mebibyte_is_413(stack, unchanged):
     answer = requests.post(f"{stack.api}/subscriptions", data=chunks,
                            headers={"Content-Type": "application/json"}, timeout=10)
 
-    assert_error(answer, 413, "request_entity_too_large")
+    error = assert_error(answer, 413, "request_entity_too_large")
+
+    assert error["message"] == "the body must be under 1048576 bytes"
+
+
+def test_a_patch_without_a_mode_names_the_modes_as_post_does(stack, unchanged):
+    answer = requests.patch(f"{stack.api}/subscriptions/{NIFTY_CE}",
+                            json={"requested_mode": None}, timeout=10)
+
+    error = assert_error(answer, 422, "invalid_field", "requested_mode")
+
+    assert "must be one of LTP, QUOTE or FULL" in error["message"]
 
 
 def test_a_body_without_the_json_content_type_says_so(stack, unchanged):

@@ -65,3 +65,24 @@ def test_a_replay_from_a_malformed_id_is_refused_naming_it(stack):
 
     assert answer.status_code == 422
     assert answer.json()["error"]["field"] == "after"
+
+
+def test_a_replay_after_a_moment_in_milliseconds_reads_as_xread_does(stack):
+    stream = stack.env["TICKER_EVENTS_STREAM"]
+    client = redis.Redis.from_url(stack.redis_url)
+    [token] = nfo_tokens(stack, 1, skip=905)
+    with ChannelListener(stack.redis_url, stack.events_channel) as live:
+        subscribe(stack, token, "LTP")
+        [created] = live.wait_for(event_for(token, "subscription_created"), EVENT_TIMEOUT_S)
+    millisecond = created["stream_id"].split("-")[0]
+    moment_before = str(int(millisecond) - 1)
+
+    answer = requests.get(f"{stack.api}/events", params={"after": moment_before}, timeout=10)
+
+    assert answer.status_code == 200, answer.text
+    replayed = [e["stream_id"] for e in answer.json()["events"]]
+    [(_, entries)] = client.xread({stream: moment_before}, count=10_000)
+    # Read after the replay: its backfill's event may have come in between.
+    assert replayed == [entry_id.decode() for entry_id, _ in entries][:len(replayed)]
+    assert created["stream_id"] in replayed
+    assert requests.delete(f"{stack.api}/subscriptions/{token}", timeout=10).ok
