@@ -11,12 +11,13 @@ import sys
 
 import click
 
+from ticker.cli_client import OneLineUsageGroup
 from ticker.config import Settings, is_loopback_host
 from ticker.lifeline import follow_runner
 from ticker.logs import configure_logging
 
 
-@click.group()
+@click.group(cls=OneLineUsageGroup)
 def main() -> None:
     """Kite market-data subscription service."""
     follow_runner()

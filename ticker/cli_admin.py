@@ -27,6 +27,7 @@ from ticker import access_tokens
 from ticker.accounts import Account, load_accounts
 from ticker.backfill import INTERVALS
 from ticker.cli_client import (
+    TOKEN,
     ApiClient,
     api_option,
     echo_json,
@@ -70,7 +71,7 @@ def wait_option(help_text: str) -> Callable[[F], F]:
 
 
 @click.command()
-@click.argument("token", type=click.IntRange(min=1))
+@click.argument("token", type=TOKEN)
 @click.option(
     "--interval",
     type=click.Choice(INTERVALS),

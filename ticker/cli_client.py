@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import wraps
 from typing import IO, Any, TypeVar
 
@@ -34,6 +36,8 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 REQUEST_TIMEOUT_S = 10.0
+# Kite's instrument tokens are unsigned 32-bit numbers.
+MAX_INSTRUMENT_TOKEN = 2**32 - 1
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +65,59 @@ class Unreachable(CliFailure):
     """The API, Redis or the broker did not answer."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class InstrumentToken(click.ParamType):
+    """A Kite instrument token: a whole number from 1 to 2**32 - 1."""
+
+    name = "token"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        else:
+            number = 0
+        if not 1 <= number <= MAX_INSTRUMENT_TOKEN:
+            self.fail(f"{value!r} is not an instrument token: give a whole number from 1 "
+                      f"to {MAX_INSTRUMENT_TOKEN}", param, ctx)
+        return number
+
+
+TOKEN = InstrumentToken()
+
+
+class OneLineUsageGroup(click.Group):
+    """click's usage errors as one `ticker: ...` line, like every other failure."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # `ticker` alone: the help is the answer
+    except click.UsageError as exc:
+        message = exc.format_message().rstrip(".")
+        if isinstance(exc, click.NoSuchOption) and re.fullmatch(r"-\d+", exc.option_name):
+            # A negative number reads as an option to click.
+            message = (f"{exc.option_name} is not an instrument token: give a whole "
+                       f"number from 1 to {MAX_INSTRUMENT_TOKEN}")
+        elif isinstance(exc, click.NoSuchOption) and isinstance(
+                exc.ctx and exc.ctx.command, click.Group):
+            message += "; options go after the command, as in `ticker ls --json`"
+        command = exc.ctx.command_path if exc.ctx else "ticker"
+        raise usage(f"{message} (see `{command} --help`)") from None
 
 
 def refused(message: str) -> CliFailure:

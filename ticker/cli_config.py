@@ -16,7 +16,14 @@ import yaml
 from pydantic import ValidationError
 
 from ticker.accounts import AccountsFile
-from ticker.cli_client import guarded, load_settings, usage
+from ticker.cli_client import (
+    EXIT_USAGE,
+    echo_json,
+    guarded,
+    json_option,
+    load_settings,
+    usage,
+)
 
 
 def _line_of(root: yaml.Node | None, loc: Sequence[Any]) -> int:
@@ -65,7 +72,8 @@ def check_accounts_file(
     except ValidationError as exc:
         errors = [
             f"{path}:{_line_of(root, err['loc'])}: "
-            f"{'.'.join(str(p) for p in err['loc']) or '<file>'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '<file>'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         ]
         return errors, [], None
@@ -103,11 +111,23 @@ def config() -> None:
     default=None,
     help="accounts file [default: TICKER_ACCOUNTS_FILE]",
 )
+@json_option
 @guarded
-def check(path: Path | None) -> None:
+def check(path: Path | None, as_json: bool) -> None:
     """Validate the accounts file; exit 2 naming each bad line and field."""
     path = path or load_settings().accounts_file
     errors, warnings, parsed = check_accounts_file(path)
+    if as_json:
+        echo_json({
+            "file": str(path),
+            "ok": not errors,
+            "accounts": [a.id for a in parsed.accounts] if parsed else [],
+            "errors": errors,
+            "warnings": warnings,
+        })
+        if errors:
+            raise SystemExit(EXIT_USAGE)
+        return
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
     if errors:

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ticker.cli_client import (
+    TOKEN,
     ApiClient,
     api_option,
     echo_json,
@@ -106,7 +107,7 @@ def subscribe(
 
 
 @click.command()
-@click.argument("token", type=click.IntRange(min=1))
+@click.argument("token", type=TOKEN)
 @click.option(
     "--client-id", default=None, help="the requester leaving [default: default]"
 )

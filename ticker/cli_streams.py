@@ -18,6 +18,7 @@ import orjson
 import redis
 
 from ticker.cli_client import (
+    TOKEN,
     ApiClient,
     api_option,
     guarded,
@@ -58,7 +59,7 @@ def _event_line(event: dict[str, Any]) -> str:
 @click.option(
     "--follow", "-f", is_flag=True, help="keep printing new events until Ctrl-C"
 )
-@click.option("--token", "only_token", type=int, default=None, help="only this token's")
+@click.option("--token", "only_token", type=TOKEN, default=None, help="only this token's")
 @click.option(
     "--interval",
     default=0.5,
@@ -111,7 +112,7 @@ def _tick_line(tick: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("token", type=click.IntRange(min=1))
+@click.argument("token", type=TOKEN)
 @click.option(
     "--count",
     type=click.IntRange(min=1),

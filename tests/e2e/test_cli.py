@@ -285,8 +285,26 @@ def test_an_unreachable_api_exits_3(stack):
 def test_a_bad_option_is_a_usage_error(stack):
     result = ticker(stack.env, "subscribe", "1", "--mode", "loud")
 
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
+    assert "--mode" in assert_one_line_failure(result, 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(("subscribe", "-5"), "-5 is not an instrument token"),
+     (("unsubscribe", "abc"), "'abc' is not an instrument token"),
+     (("ticks", "99999999999"), "'99999999999' is not an instrument token"),
+     (("events", "--token", "0"), "'0' is not an instrument token"),
+     (("--json", "ls"), "options go after the command, as in `ticker ls --json`"),
+     (("ls", "--colour"), "No such option '--colour' (see `ticker ls --help`)"),
+     (("nosuch",), "No such command 'nosuch'")],
+    ids=["negative", "letters", "over 32 bits", "zero", "option first", "unknown option",
+         "unknown command"],
+)
+def test_a_mistyped_command_line_is_one_line_saying_what_to_do(args, says):
+    # Refused while parsing, before any service is asked: no stack needed.
+    result = ticker({"PATH": "/usr/bin:/bin"}, *args)
+
+    assert says in assert_one_line_failure(result, 2)
 
 
 # -- config check: no stack needed -------------------------------------------------
@@ -299,6 +317,25 @@ def test_config_check_passes_a_good_accounts_file(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert "ok, 2 accounts (sim-a, sim-b)" in result.stdout
+
+
+def test_config_check_answers_in_json_for_scripts(tmp_path):
+    broken = tmp_path / "accounts.yaml"
+    broken.write_text("accounts:\n  - id: sim-a\n    api_key: simkey_a\n")
+    env = {"PATH": "/usr/bin:/bin", "TICKER_ACCOUNTS_FILE": str(EXAMPLE_ACCOUNTS_FILE)}
+
+    good = ticker(env, "config", "check", "--json")
+    bad = ticker(env, "config", "check", "--json", "--file", str(broken))
+
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout) == {
+        "file": str(EXAMPLE_ACCOUNTS_FILE), "ok": True, "accounts": ["sim-a", "sim-b"],
+        "errors": [], "warnings": []}
+    assert bad.returncode == 2 and bad.stderr == ""
+    report = json.loads(bad.stdout)
+    assert report["ok"] is False and report["accounts"] == []
+    assert report["errors"] == [
+        f"{broken}:2: accounts.0: give exactly one of access_token or access_token_env"]
 
 
 def test_config_check_names_the_bad_line_and_field(tmp_path):
