@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from ticker.accounts import Account, load_accounts
 from ticker.config import Settings
 from ticker.embedded import address_answers, ensure_postgres, ensure_redis
@@ -94,6 +96,10 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         value = getattr(settings, name)
         if value is None:
             continue
+        if isinstance(value, SecretStr):
+            # str() of a secret is its mask: a child given that would refuse the
+            # real API key and accept the asterisks.
+            value = value.get_secret_value()
         alias = field.validation_alias
         choices = getattr(alias, "choices", None)
         variable = str(choices[0]) if choices else f"{prefix}{name}".upper()

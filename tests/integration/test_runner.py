@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_stack_env
 from ticker.config import Settings
@@ -49,6 +50,31 @@ def test_run_comes_up_and_sigint_stops_every_process_it_started(stack):
 
     assert exit_code == 0, stack.tail()
     assert stack.survivors() == []
+
+
+def test_the_api_key_and_flower_login_reach_the_children_unmasked(run_id, tmp_path):
+    with isolated_stack_env(run_id, TICKER_API_KEY="s3cret-key",
+                            TICKER_FLOWER_BASIC_AUTH="admin:pw123") as env:
+        running = RunningStack([TICKER, "run"], env, tmp_path)
+        try:
+            running.wait_for_line(UP_LINE, UP_TIMEOUT_S)
+            api = f"http://127.0.0.1:{env['TICKER_WEB_PORT']}/subscriptions"
+            flower = f"http://127.0.0.1:{env['TICKER_FLOWER_PORT']}/api/workers"
+            body = {"instrument_token": 13660418, "requested_mode": "LTP"}
+
+            masked = requests.post(api, json=body, headers={"X-API-Key": "*" * 10},
+                                   timeout=10)
+            real = requests.post(api, json=body, headers={"X-API-Key": "s3cret-key"},
+                                 timeout=10)
+            no_login = requests.get(flower, timeout=10)
+            login = requests.get(flower, auth=("admin", "pw123"), timeout=10)
+        finally:
+            running.kill_everything()
+
+    assert masked.status_code == 401, masked.text
+    assert real.status_code == 202, real.text
+    assert no_login.status_code == 401
+    assert login.status_code == 200, login.text
 
 
 def test_a_killed_worker_is_restarted_and_the_runner_says_so(stack):

@@ -85,10 +85,13 @@ def test_stack_commands_use_the_ticker_script_beside_the_interpreter_by_default(
 
 def test_settings_environment_round_trips_through_settings(monkeypatch):
     original = Settings(web_port=18080, events_channel="test:events",
-                        broker_transport_options={"unacked_restore_interval": 1})
+                        broker_transport_options={"unacked_restore_interval": 1},
+                        api_key="s3cret-key", flower_basic_auth="admin:pw123")
     for variable, value in settings_environment(original).items():
         monkeypatch.setenv(variable, value)
 
     rebuilt = Settings()
 
     assert rebuilt == original
+    assert rebuilt.api_key.get_secret_value() == "s3cret-key"
+    assert rebuilt.flower_basic_auth.get_secret_value() == "admin:pw123"
