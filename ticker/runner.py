@@ -232,6 +232,13 @@ def _supervise(
     up = False
     while not stop.wait(POLL_INTERVAL_S):
         supervisor.check()
+        if supervisor.refused:
+            logger.error(
+                "runner: %s refused its configuration (exit code 2; its own line above "
+                "says what to fix); stopping everything",
+                ", ".join(supervisor.refused),
+            )
+            return EXIT_CONFIG
         if up:
             continue
 

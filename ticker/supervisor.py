@@ -31,6 +31,10 @@ RESTART_STABLE_AFTER_S = 30.0
 # Room for the name column in relayed output, like docker-compose's log prefix.
 NAME_WIDTH = 14
 
+# The exit code of a `ticker` command refusing its configuration: restarting it
+# would only print the same refusal again, so the supervisor gives up on it.
+EXIT_CONFIG = 2
+
 Process = subprocess.Popen[bytes]
 
 
@@ -184,6 +188,8 @@ class Supervisor:
 
     `check()` is called from the runner's loop: it notices children that exited,
     says so, and starts them again after a delay that grows while they keep dying.
+    A child that exits refusing its configuration (code 2) is not restarted: it is
+    listed in `refused`, for the runner to stop and say what to fix.
     """
 
     def __init__(
@@ -201,6 +207,7 @@ class Supervisor:
         self._max_delay_s = max_delay_s
         self._stable_after_s = stable_after_s
         self._children: dict[str, _Child] = {}
+        self.refused: list[str] = []
 
     def start(self, name: str, argv: list[str]) -> None:
         process = spawn(name, argv, self._relay, env=self._env)
@@ -219,7 +226,12 @@ class Supervisor:
         """Schedule a restart for each child that exited; start those that are due."""
         now = time.monotonic()
         for child in self._children.values():
+            if child.name in self.refused:
+                continue
             if child.restart_at is None and child.process.poll() is not None:
+                if child.process.returncode == EXIT_CONFIG:
+                    self.refused.append(child.name)
+                    continue
                 self._schedule_restart(child, now)
             elif child.restart_at is not None and now >= child.restart_at:
                 self._restart(child, now)

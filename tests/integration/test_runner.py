@@ -77,6 +77,27 @@ def test_the_api_key_and_flower_login_reach_the_children_unmasked(run_id, tmp_pa
     assert login.status_code == 200, login.text
 
 
+def test_a_child_refusing_its_configuration_stops_the_runner_saying_why(run_id, tmp_path):
+    # Beyond loopback without an API key the web refuses to start (exit 2).
+    with isolated_stack_env(run_id, TICKER_WEB_HOST="0.0.0.0") as env:
+        running = RunningStack([TICKER, "run"], env, tmp_path)
+        try:
+            exit_code = running.process.wait(60)
+            survivors = running.survivors()
+            # The runner's last lines may still be on their way through the pipe.
+            deadline = time.monotonic() + 5
+            while "stopping everything" not in running.tail() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            running.kill_everything()
+
+    assert exit_code == 2, running.tail()
+    assert "the API would listen on 0.0.0.0 with no API key" in running.tail()
+    assert "runner: web refused its configuration" in running.tail()
+    assert "web exited" not in running.tail()
+    assert survivors == []
+
+
 def test_a_killed_worker_is_restarted_and_the_runner_says_so(stack):
     stack.wait_for_line(UP_LINE, UP_TIMEOUT_S)
     started = stack.wait_for_line(re.compile(r"worker-sim-a started: pid=(\d+)"), 1)

@@ -95,6 +95,24 @@ def test_supervisor_restarts_a_dead_child_with_growing_delays_and_says_so(caplog
     assert "crasher restarted" in caplog.text
 
 
+def test_a_child_refusing_its_configuration_is_not_restarted(caplog):
+    caplog.set_level(logging.INFO, logger="ticker.supervisor")
+    supervisor = Supervisor(
+        LineRelay(io.StringIO()), os.environ, first_delay_s=0.05, max_delay_s=0.05
+    )
+    supervisor.start("refuser", _python("import sys; sys.exit(2)"))
+
+    try:
+        _wait_until(lambda: _tick(supervisor) or supervisor.refused)
+        time.sleep(0.3)
+        supervisor.check()
+    finally:
+        supervisor.stop_all(timeout_s=2.0)
+
+    assert supervisor.refused == ["refuser"]
+    assert "restart" not in caplog.text
+
+
 def test_supervisor_stop_all_leaves_no_process_of_any_child():
     supervisor = Supervisor(LineRelay(io.StringIO()), os.environ)
     supervisor.start("sleeper", _python("import time; time.sleep(60)"))
