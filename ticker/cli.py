@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from ticker.cli_client import OneLineUsageGroup
-from ticker.config import Settings, is_loopback_host
+from ticker.cli_client import OneLineUsageGroup, load_settings
+from ticker.config import is_loopback_host
 from ticker.lifeline import follow_runner
 from ticker.logs import configure_logging
+
+if TYPE_CHECKING:
+    from ticker.accounts import Account
+    from ticker.config import Settings
 
 
 @click.group(cls=OneLineUsageGroup)
@@ -28,7 +33,7 @@ def run() -> None:
     """Start the simulator, web API, one worker per account and Flower."""
     from ticker.runner import run_stack
 
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
     sys.exit(run_stack(settings))
 
@@ -38,7 +43,7 @@ def sim() -> None:
     """Start the Kite simulator (WebSocket ticker and REST API)."""
     from ticker.simulator.server import serve
 
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
     serve(settings)
 
@@ -47,7 +52,7 @@ def sim() -> None:
 @click.option("--workers", default=2, show_default=True, help="gunicorn processes")
 def web(workers: int) -> None:
     """Start the HTTP API under gunicorn."""
-    settings = Settings()
+    settings = load_settings()
     if settings.api_key is None and not is_loopback_host(settings.web_host):
         _refuse(f"the API would listen on {settings.web_host} with no API key: set "
                 "TICKER_API_KEY, or TICKER_WEB_HOST=127.0.0.1")
@@ -69,10 +74,18 @@ def web(workers: int) -> None:
 @click.option("--account", "account_id", required=True, help="account id to serve")
 def worker(account_id: str) -> None:
     """Start the socket worker of one account: the only consumer of its queue."""
-    settings = Settings()
+    settings = load_settings()
     from ticker.accounts import load_accounts
+    from ticker.errors import TickerError
 
-    load_accounts(settings.accounts_file).get(account_id)  # fail fast on a typo
+    try:
+        account = load_accounts(settings.accounts_file).get(account_id)
+    except TickerError as exc:
+        _refuse(f"{exc}; fix the accounts file (`ticker config check`) or --account")
+    if not _has_access_token(settings, account):
+        _refuse(f"account {account_id!r}: the environment variable "
+                f"{account.access_token_env} holds no access token; export it where this "
+                f"worker runs, or store one with `ticker token set {account_id}`")
     os.environ["TICKER_WORKER_ACCOUNT"] = account_id
     _exec(
         "celery", "-A", "tasks.app", "worker",
@@ -88,7 +101,7 @@ def worker(account_id: str) -> None:
 @click.option("--concurrency", default=2, show_default=True, help="threads fetching at once")
 def backfill_worker(concurrency: int) -> None:
     """Start the backfill worker: historical candles, away from the socket workers."""
-    settings = Settings()
+    settings = load_settings()
     _exec(
         "celery", "-A", "tasks.app", "worker",
         "--pool", "threads", "--concurrency", str(concurrency),
@@ -102,7 +115,7 @@ def backfill_worker(concurrency: int) -> None:
 @main.command()
 def beat() -> None:
     """Start Celery beat: the periodic gap fill of every active subscription."""
-    settings = Settings()
+    settings = load_settings()
     settings.beat_schedule_file.parent.mkdir(parents=True, exist_ok=True)
     _exec(
         "celery", "-A", "tasks.app", "beat",
@@ -114,7 +127,7 @@ def beat() -> None:
 @main.command()
 def flower() -> None:
     """Start Flower, the Celery monitor, for every account's worker and queue."""
-    settings = Settings()
+    settings = load_settings()
     if settings.flower_basic_auth is not None:
         # Through the environment, which Flower reads, not argv, which `ps` shows.
         os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
@@ -136,7 +149,7 @@ def migrate() -> None:
     """Create the database if needed and apply every pending migration."""
     from ticker.storage.migrations import apply_migrations
 
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
     apply_migrations(settings.database_url)
 
@@ -153,7 +166,22 @@ def _add_operator_commands() -> None:
 _add_operator_commands()
 
 
-def _refuse(message: str) -> None:
+def _has_access_token(settings: Settings, account: Account) -> bool:
+    """Whether the worker will find a token: in the file, its variable, or Redis."""
+    import redis
+
+    from ticker.access_tokens import read_override
+
+    if account.access_token or os.environ.get(account.access_token_env or ""):
+        return True
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        return read_override(client, settings.key_prefix, account.id) is not None
+    except redis.RedisError:
+        return True  # unknown until Redis answers: the worker waits for it and tells
+
+
+def _refuse(message: str) -> NoReturn:
     click.echo(f"ticker: {message}", err=True)
     sys.exit(2)
 

@@ -26,6 +26,7 @@ import click
 import redis
 import requests
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from ticker.config import Settings, is_loopback_host
 
@@ -137,11 +138,22 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TICKER_{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(_setting_problem(e) for e in exc.errors())
         raise usage(f"the environment holds invalid settings: {problems}") from None
+    except SettingsError as exc:
+        # pydantic-settings could not even read a value, such as JSON for a dict.
+        raise usage(f"the environment holds invalid settings: {exc}; settings that "
+                    "take a mapping are JSON objects") from None
+
+
+def _setting_problem(error: Any) -> str:
+    reason = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return reason  # a rule between settings; its message names them
+    field = str(error["loc"][0])
+    # A field read under an alias (REDIS_URL) is reported under that name already.
+    variable = Settings.variable_for(field) if field in Settings.model_fields else field
+    return f"{variable}: {reason}"
 
 
 def default_api_url(settings: Settings) -> str:

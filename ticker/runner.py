@@ -90,9 +90,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     Children read their own Settings from the environment, so exporting every
     field makes them see exactly what the runner was given.
     """
-    prefix = settings.model_config.get("env_prefix", "")
     environment = {}
-    for name, field in type(settings).model_fields.items():
+    for name in type(settings).model_fields:
         value = getattr(settings, name)
         if value is None:
             continue
@@ -100,9 +99,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             # str() of a secret is its mask: a child given that would refuse the
             # real API key and accept the asterisks.
             value = value.get_secret_value()
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", None)
-        variable = str(choices[0]) if choices else f"{prefix}{name}".upper()
+        variable = Settings.variable_for(name)
         # Complex fields are read back as JSON, as pydantic-settings expects.
         environment[variable] = json.dumps(value) if isinstance(value, dict) else str(value)
     return environment

@@ -319,6 +319,44 @@ def test_config_check_passes_a_good_accounts_file(tmp_path):
     assert "ok, 2 accounts (sim-a, sim-b)" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [("TICKER_WEB_PORT", "99999", "TICKER_WEB_PORT: Input should be less than or equal to 65535"),
+     ("TICKER_LOG_LEVEL", "LOUD", "TICKER_LOG_LEVEL: Input should be 'DEBUG'"),
+     ("TICKER_WORKER_LEASE_S", "1", "TICKER_WORKER_LEASE_S (1.0) must be longer than"),
+     ("TICKER_BACKFILL_INTERVAL", "fortnight", "TICKER_BACKFILL_INTERVAL: must be one of"),
+     ("TICKER_FLOWER_BASIC_AUTH", "nocolon", "TICKER_FLOWER_BASIC_AUTH: must be user:password"),
+     ("TICKER_BROKER_TRANSPORT_OPTIONS", "notjson", "broker_transport_options"),
+     ("REDIS_URL", "http://:hunter2@127.0.0.1", "REDIS_URL: the scheme 'http' is not"),
+     ("CELERY_BROKER_URL", "bogus://x", "CELERY_BROKER_URL: the scheme 'bogus' is not")],
+)
+@pytest.mark.parametrize("command", ["run", "worker", "accounts"])
+def test_a_bad_setting_is_one_line_naming_the_variable(command, variable, value, says):
+    args = [command, "--account", "sim-a"] if command == "worker" else [command]
+
+    result = ticker({"PATH": "/usr/bin:/bin", variable: value}, *args)
+
+    line = assert_one_line_failure(result, 2)
+    assert "invalid settings" in line and says in line
+    assert "hunter2" not in line
+
+
+def test_a_worker_without_any_access_token_refuses_to_start_in_one_line(tmp_path):
+    accounts = tmp_path / "accounts.yaml"
+    accounts.write_text("accounts:\n  - id: sim-a\n    api_key: simkey_a\n"
+                        "    access_token_env: TICKER_TEST_UNSET_TOKEN\n")
+    env = {"PATH": "/usr/bin:/bin", "TICKER_ACCOUNTS_FILE": str(accounts),
+           # No token stored under this prefix either.
+           "TICKER_KEY_PREFIX": f"test-none-stored-{tmp_path.name}:"}
+
+    unset = ticker(env, "worker", "--account", "sim-a")
+    unknown = ticker(env, "worker", "--account", "sim-z")
+
+    assert "TICKER_TEST_UNSET_TOKEN holds no access token" in assert_one_line_failure(unset, 2)
+    assert "`ticker token set sim-a`" in unset.stderr
+    assert "no account 'sim-z'" in assert_one_line_failure(unknown, 2)
+
+
 def test_config_check_answers_in_json_for_scripts(tmp_path):
     broken = tmp_path / "accounts.yaml"
     broken.write_text("accounts:\n  - id: sim-a\n    api_key: simkey_a\n")
