@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -243,6 +244,11 @@ def _supervise(
         if not waiting_for:
             up = True
             logger.info("stack up: %s (Ctrl-C stops it)", _addresses(settings))
+            for account_id in refused_accounts(settings):
+                logger.warning(
+                    "runner: account %s is up but Kite refuses its access token "
+                    "(auth_failed); its subscriptions go to the other accounts until "
+                    "`ticker token set %s` gives it the day's token", account_id, account_id)
         elif time.monotonic() > deadline:
             logger.error(
                 "runner: stack not up after %.0fs; still waiting for: %s. "
@@ -289,7 +295,6 @@ def not_ready(settings: Settings, workers: set[str]) -> list[str]:
     API and dashboard show them all by the time the stack says it is up.
     """
     sim_host = _reachable(settings.sim_host)
-    web_host = _reachable(settings.web_host)
     waiting_for = []
     for label, host, port in (
         ("simulator websocket", sim_host, settings.sim_ws_port),
@@ -299,9 +304,15 @@ def not_ready(settings: Settings, workers: set[str]) -> list[str]:
         if not address_answers(host, port):
             waiting_for.append(f"{label} on port {port}")
 
-    health = _health_status(f"http://{_url_host(web_host)}:{settings.web_port}/health")
-    if health != 200:
-        waiting_for.append(f"web /health ({health})")
+    status, report = _health(_health_url(settings))
+    # An account whose token Kite refuses is up and says so: no wait mends that.
+    refused = _refused(report)
+    failing = [part for part in report.get("failing", [])
+               if part.removeprefix("workers.") not in refused]
+    only_refused = status == 503 and bool(report.get("failing")) and not failing
+    if status != 200 and not only_refused:
+        detail = f": {', '.join(failing)}" if failing else ""
+        waiting_for.append(f"web /health ({status}{detail})")
     elif not waiting_for:
         flower_host = _url_host(_reachable(settings.flower_host))
         missing = workers - _flower_workers(
@@ -326,17 +337,40 @@ def _flower_workers(url: str, expected: set[str]) -> set[str]:
     return {name.split("@", 1)[0] for name in listed}
 
 
-def _health_status(url: str) -> int | str:
+def refused_accounts(settings: Settings) -> list[str]:
+    """Accounts whose worker runs but whose access token Kite refuses."""
+    return sorted(_refused(_health(_health_url(settings))[1]))
+
+
+def _refused(report: dict[str, Any]) -> set[str]:
+    return {account for account, worker in report.get("workers", {}).items()
+            if worker.get("alive") and worker.get("state") == "auth_failed"}
+
+
+def _health_url(settings: Settings) -> str:
+    return f"http://{_url_host(_reachable(settings.web_host))}:{settings.web_port}/health"
+
+
+def _health(url: str) -> tuple[int | str, dict[str, Any]]:
+    """/health's status and report ({} when there is no JSON report to read)."""
     # A proxy from the environment must not stand between the runner and its own
     # children on this machine.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=HEALTH_TIMEOUT_S) as response:
-            return int(response.status)
+            return int(response.status), _report(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, _report(exc.read())
     except (OSError, ValueError) as exc:
-        return type(exc).__name__
+        return type(exc).__name__, {}
+
+
+def _report(body: bytes) -> dict[str, Any]:
+    try:
+        report = json.loads(body)
+    except ValueError:
+        return {}
+    return report if isinstance(report, dict) else {}
 
 
 def _addresses(settings: Settings) -> str:

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 import requests
 
 from tests.stack import TICKER, UP_LINE, UP_TIMEOUT_S, RunningStack, isolated_stack_env
+from ticker.access_tokens import store_override
 from ticker.config import Settings
 from ticker.runner import ports_in_use
 
@@ -96,6 +98,28 @@ def test_a_child_refusing_its_configuration_stops_the_runner_saying_why(run_id, 
     assert "runner: web refused its configuration" in running.tail()
     assert "web exited" not in running.tail()
     assert survivors == []
+
+
+def test_an_account_kite_refuses_does_not_keep_the_stack_from_coming_up(run_id, tmp_path):
+    with isolated_stack_env(run_id) as env:
+        # The morning case: yesterday's token, stored by `ticker token set`.
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        store_override(client, env["TICKER_KEY_PREFIX"], "sim-b", "yesterdays_token")
+        running = RunningStack([TICKER, "run"], env, tmp_path)
+        try:
+            running.wait_for_line(UP_LINE, UP_TIMEOUT_S)
+            warning = running.wait_for_line(
+                re.compile(r"runner: account (\S+) is up but Kite refuses its access token"),
+                5)
+            health = requests.get(f"http://127.0.0.1:{env['TICKER_WEB_PORT']}/health",
+                                  timeout=10)
+        finally:
+            running.kill_everything()
+
+    assert warning.group(1) == "sim-b"
+    assert health.status_code == 503
+    assert health.json()["failing"] == ["workers.sim-b"]
+    assert health.json()["workers"]["sim-a"]["state"] == "ok"
 
 
 def test_a_killed_worker_is_restarted_and_the_runner_says_so(stack):
