@@ -8,11 +8,19 @@ variable that holds it, so the file itself can be committed without secrets.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ticker.errors import ConfigInvalid, UnknownAccount
 
@@ -20,6 +28,9 @@ from ticker.errors import ConfigInvalid, UnknownAccount
 # 3 connections per api_key.
 KITE_MAX_INSTRUMENTS_PER_CONNECTION = 3000
 KITE_MAX_CONNECTIONS = 3
+# What an access token can look like: one line of printable ASCII, no spaces.
+ACCESS_TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{1,256}$")
+ACCESS_TOKEN_RULE = "one line of printable characters without spaces (1 to 256)"
 
 
 class Account(BaseModel):
@@ -37,6 +48,14 @@ class Account(BaseModel):
         le=KITE_MAX_INSTRUMENTS_PER_CONNECTION,
     )
     max_connections: int = Field(KITE_MAX_CONNECTIONS, ge=1, le=KITE_MAX_CONNECTIONS)
+
+    @field_validator("access_token")
+    @classmethod
+    def _token_shape(cls, value: str | None) -> str | None:
+        # The value is never repeated in the error: it is a secret, perhaps with a typo.
+        if value is not None and not ACCESS_TOKEN_PATTERN.match(value):
+            raise ValueError(f"an access token must be {ACCESS_TOKEN_RULE}")
+        return value
 
     @model_validator(mode="after")
     def _one_token_source(self) -> Account:

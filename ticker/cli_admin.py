@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 import uuid
@@ -24,7 +23,12 @@ from kiteconnect import exceptions as kite_exceptions
 from kombu.exceptions import OperationalError
 
 from ticker import access_tokens
-from ticker.accounts import Account, load_accounts
+from ticker.accounts import (
+    ACCESS_TOKEN_PATTERN,
+    ACCESS_TOKEN_RULE,
+    Account,
+    load_accounts,
+)
 from ticker.backfill import INTERVALS
 from ticker.cli_client import (
     TOKEN,
@@ -47,7 +51,6 @@ log = logging.getLogger(__name__)
 # Kite access tokens are 32 alphanumerics; anything printable without spaces passes,
 # so another broker's format is not refused, while a pasted line break or a
 # `Bearer ...` prefix is.
-ACCESS_TOKEN_PATTERN = re.compile(r"^[\x21-\x7e]{1,256}$")
 # Sending to an unreachable broker fails after these, not after kombu's minutes.
 PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
@@ -326,9 +329,8 @@ def _read_token(token_env: str | None, account_id: str) -> str:
     if not ACCESS_TOKEN_PATTERN.match(value):
         # The value itself is never echoed: it may be a secret with a typo.
         raise usage(
-            "the access token must be one line of printable characters without "
-            'spaces (1 to 256); pipe it in: `printf %s "$TOKEN" | ticker token '
-            f"set {account_id}`"
+            f"the access token must be {ACCESS_TOKEN_RULE}; pipe it in: "
+            f'`printf %s "$TOKEN" | ticker token set {account_id}`'
         )
     return value
 

@@ -395,6 +395,18 @@ def test_config_check_names_the_bad_line_and_field(tmp_path):
     assert f"{broken}:8: accounts.1.max_connections:" in line
 
 
+def test_config_check_refuses_a_token_no_one_could_log_in_with(tmp_path):
+    broken = tmp_path / "accounts.yaml"
+    broken.write_text("accounts:\n  - id: sim-a\n    api_key: simkey_a\n"
+                      "    access_token: 'two words'\n")
+
+    result = ticker({"PATH": "/usr/bin:/bin"}, "config", "check", "--file", str(broken))
+
+    line = assert_one_line_failure(result, 2)
+    assert f"{broken}:4: accounts.0.access_token: an access token must be one line" in line
+    assert "two words" not in line
+
+
 def test_config_check_names_the_line_of_broken_yaml(tmp_path):
     broken = tmp_path / "accounts.yaml"
     broken.write_text("accounts:\n  - id: sim-a\n   api_key: [\n")
