@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     flower_host: str = "127.0.0.1"
     flower_port: Port = 5555
     sim_host: str = "127.0.0.1"
-    sim_ws_port: Port = 8765
-    sim_rest_port: Port = 8766
+    # 0 lets the system pick free ports (tests and benchmarks run simulators so).
+    sim_ws_port: int = Field(8765, ge=0, le=65535)
+    sim_rest_port: int = Field(8766, ge=0, le=65535)
     # Seconds between two tick frames the simulator sends on each connection.
     sim_tick_interval_s: PositiveFloat = 1.0
     # Historical requests the simulator accepts per api_key per second (Kite's 3).

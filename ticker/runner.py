@@ -244,6 +244,7 @@ def _supervise(
         if not waiting_for:
             up = True
             logger.info("stack up: %s (Ctrl-C stops it)", _addresses(settings))
+            _warn_about_stranded(settings)
             for account_id in refused_accounts(settings):
                 logger.warning(
                     "runner: account %s is up but Kite refuses its access token "
@@ -305,10 +306,12 @@ def not_ready(settings: Settings, workers: set[str]) -> list[str]:
             waiting_for.append(f"{label} on port {port}")
 
     status, report = _health(_health_url(settings))
-    # An account whose token Kite refuses is up and says so: no wait mends that.
+    # An account whose token Kite refuses, or subscriptions held by an account the
+    # file no longer has, are settled states, reported at "stack up": no wait mends them.
     refused = _refused(report)
     failing = [part for part in report.get("failing", [])
-               if part.removeprefix("workers.") not in refused]
+               if part.removeprefix("workers.") not in refused
+               and part.removeprefix("accounts.") not in report.get("unconfigured_accounts", {})]
     only_refused = status == 503 and bool(report.get("failing")) and not failing
     if status != 200 and not only_refused:
         detail = f": {', '.join(failing)}" if failing else ""
@@ -340,6 +343,15 @@ def _flower_workers(url: str, expected: set[str]) -> set[str]:
 def refused_accounts(settings: Settings) -> list[str]:
     """Accounts whose worker runs but whose access token Kite refuses."""
     return sorted(_refused(_health(_health_url(settings))[1]))
+
+
+def _warn_about_stranded(settings: Settings) -> None:
+    stranded = _health(_health_url(settings))[1].get("unconfigured_accounts", {})
+    for account_id, count in stranded.items():
+        logger.warning(
+            "runner: %d subscriptions are held by account %s, which the accounts file "
+            "no longer names: they stream nowhere until it is back in the file (to "
+            "retire an account, see the README's runbook)", count, account_id)
 
 
 def _refused(report: dict[str, Any]) -> set[str]:

@@ -314,10 +314,15 @@ class SubscriptionService:
     def health(self) -> dict[str, Any]:
         """Each part's state; `healthy` only when every part answers."""
         report: dict[str, Any] = {}
+        configured = {a.id for a in self._accounts}
+        stranded: dict[str, int] = {}
         try:
             with self._pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
+                used = store.usage_by_account(conn)
             report["database"] = "ok"
+            # Held by an account the accounts file no longer names: no worker serves
+            # them, so they stream nowhere until it comes back.
+            stranded = {a: n for a, n in sorted(used.items()) if a not in configured}
         except Exception as exc:
             report["database"] = f"unavailable: {type(exc).__name__}"
         try:
@@ -345,7 +350,10 @@ class SubscriptionService:
             }
         failing = [part for part in ("database", "redis") if report[part] != "ok"]
         failing += [f"workers.{aid}" for aid, w in workers.items() if w["state"] != "ok"]
+        failing += [f"accounts.{aid}" for aid in stranded]
         report["workers"] = workers
+        if stranded:
+            report["unconfigured_accounts"] = stranded
         # Beside the streaming parts, not among them: candles can wait, ticks cannot.
         report["backfill"] = self._backfill_health()
         report["status"] = "unhealthy" if failing else "healthy"

@@ -47,6 +47,21 @@ def test_health_names_every_account_whose_worker_is_not_running(settings, simula
     assert body["workers"]["sim-a"]["alive"] is False
 
 
+def test_health_names_subscriptions_held_by_an_account_the_file_no_longer_has(
+    settings, simulator, db
+):
+    db.execute(
+        """INSERT INTO subscriptions (instrument_token, tradingsymbol, exchange, segment,
+                                      requested_mode, account_id, status)
+           VALUES (%s, 'NIFTY26D0824000CE', 'NFO', 'NFO-OPT', 'ltp', 'sim-gone', 'active')""",
+        (NIFTY_CE,))
+
+    body = client_for(settings, simulator).get("/health").get_json()
+
+    assert body["unconfigured_accounts"] == {"sim-gone": 1}
+    assert "accounts.sim-gone" in body["failing"]
+
+
 def test_subscribing_with_no_live_worker_is_503_and_writes_nothing(settings, simulator):
     answer = client_for(settings, simulator).post(
         "/subscriptions", json={"instrument_token": NIFTY_CE, "requested_mode": "LTP"}
