@@ -75,25 +75,34 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
         conn.execute("TRUNCATE subscriptions CASCADE")
 
 
-def claim_redis_db(taken: set[int] = set()) -> int:
+# Db numbers this process holds; each is emptied and given back when its user is done.
+_claimed_redis_dbs: set[int] = set()
+
+
+def claim_redis_db() -> int:
     """An empty Redis db number no other session of this run uses."""
     for number in range(15, 0, -1):
-        if number in taken:
+        if number in _claimed_redis_dbs:
             continue
         client = redis.Redis.from_url(f"{TEST_REDIS_URL}/{number}")
         # A marker key claims the db; SET NX makes the claim atomic between sessions.
         if client.dbsize() == 0 and client.set("ticker-test:claimed", "1", nx=True):
-            taken.add(number)
+            _claimed_redis_dbs.add(number)
             return number
     raise RuntimeError("no empty Redis db left between 1 and 15 for the tests")
+
+
+def release_redis_db(number: int) -> None:
+    """Empty a claimed db (its marker too) so a later stack can claim it."""
+    redis.Redis.from_url(f"{TEST_REDIS_URL}/{number}").flushdb()
+    _claimed_redis_dbs.discard(number)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     number = claim_redis_db()
-    url = f"{TEST_REDIS_URL}/{number}"
-    yield url
-    redis.Redis.from_url(url).flushdb()
+    yield f"{TEST_REDIS_URL}/{number}"
+    release_redis_db(number)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-import redis
 from psycopg import sql
 
 from tests.conftest import (
@@ -32,6 +31,7 @@ from tests.conftest import (
     claim_redis_db,
     drop_database,
     free_port,
+    release_redis_db,
 )
 
 TICKER = str(Path(sys.executable).parent / "ticker")
@@ -170,7 +170,8 @@ def isolated_stack_env(run_id: str, **overrides: str) -> Iterator[dict[str, str]
     """Environment for one isolated stack: free ports, own database and names."""
     stack_id = f"{run_id}_{uuid.uuid4().hex[:6]}"
     database = f"ticker_runner_{stack_id}"
-    redis_url = f"{TEST_REDIS_URL}/{claim_redis_db()}"
+    redis_db = claim_redis_db()
+    redis_url = f"{TEST_REDIS_URL}/{redis_db}"
     namespace = f"test-runner-{stack_id}"
     ws_port, rest_port = free_port(), free_port()
 
@@ -202,7 +203,7 @@ def isolated_stack_env(run_id: str, **overrides: str) -> Iterator[dict[str, str]
         yield env
     finally:
         drop_database(database)
-        redis.Redis.from_url(redis_url).flushdb()
+        release_redis_db(redis_db)
 
 
 @dataclass
