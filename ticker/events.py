@@ -104,6 +104,27 @@ def backfill_event(
     }
 
 
+# The order the README shows. Events kept in the outbox come back from PostgreSQL's
+# jsonb with their keys reordered; JSON readers do not care, people reading
+# `redis-cli SUBSCRIBE` do.
+_EVENT_ORDER = ("event_id", "event_type", "instrument_token", "metadata", "timestamp",
+                "sequence")
+_METADATA_ORDER = ("tradingsymbol", "segment", "requested_mode", "account_id")
+
+
+def in_documented_order(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` with its keys, and its metadata's, in the documented order."""
+    ordered = _ordered(event, _EVENT_ORDER)
+    if isinstance(ordered.get("metadata"), dict):
+        ordered["metadata"] = _ordered(ordered["metadata"], _METADATA_ORDER)
+    return ordered
+
+
+def _ordered(mapping: dict[str, Any], first: tuple[str, ...]) -> dict[str, Any]:
+    return {**{k: mapping[k] for k in first if k in mapping},
+            **{k: v for k, v in mapping.items() if k not in first}}
+
+
 class EventPublisher:
     """Publishes each event once: appended to a capped stream, then on the channel."""
 
@@ -125,7 +146,8 @@ class EventPublisher:
         """Publish `event`; its stream id, or None when its `event_id` went out before."""
         listeners, stream_id = self._publish_once(
             keys=[self._marker_prefix + event["event_id"], self._stream],
-            args=[self._channel, orjson.dumps(event), PUBLISHED_MARKER_TTL_S,
+            args=[self._channel, orjson.dumps(in_documented_order(event)),
+                  PUBLISHED_MARKER_TTL_S,
                   self._stream_maxlen],
         )
         if listeners < 0:

@@ -102,3 +102,22 @@ def test_a_replay_from_the_last_possible_id_is_empty_not_an_error(redis_client, 
     assert read_stream(redis_client, stream, last, 10) == ([], False)
     # One below it is an ordinary exclusive start, which Redis takes.
     assert read_stream(redis_client, stream, f"{2**64 - 1}-{2**64 - 2}", 10) == ([], False)
+
+
+def test_an_event_goes_out_with_its_keys_in_the_documented_order(
+        redis_client, redis_url, settings, stream):
+    publisher = EventPublisher(redis_client, settings.events_channel, settings.key_prefix,
+                               stream, 1000)
+    # As the outbox's jsonb hands events back: shortest keys first.
+    sent = event(12)
+    sent["metadata"] = {"segment": "NFO-OPT", "account_id": "acct-a",
+                        "tradingsymbol": "NIFTY26D0824000CE", "requested_mode": "FULL"}
+    shuffled = {key: sent[key] for key in sorted(sent, key=lambda k: (len(k), k))}
+    with ChannelListener(redis_url, settings.events_channel) as live:
+        publisher.publish(shuffled)
+        [heard] = live.wait_for(lambda m: m.get("instrument_token") == 12, 5.0)
+
+    assert list(heard) == ["stream_id", "event_id", "event_type", "instrument_token",
+                           "metadata", "timestamp", "sequence"]
+    assert list(heard["metadata"]) == ["tradingsymbol", "segment", "requested_mode",
+                                       "account_id"]
