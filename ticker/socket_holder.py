@@ -402,6 +402,8 @@ class SocketHolder:
         """
         connection.ticker = self._new_ticker()
         connection.opened_once = False
+        # A dial after the connection was lost, as the client's own retries are.
+        connection.reconnects += 1
         self._dial(connection)
 
     def _on_reconnect(self, connection: _Connection, attempt: int) -> None:

@@ -58,6 +58,13 @@ def worker_report(stack: Stack, account: str) -> dict:
     return requests.get(f"{stack.api}/health", timeout=10).json()["workers"][account]
 
 
+def reconnects(stack: Stack, account: str) -> int:
+    """Reconnects the account's worker counted over its connections (GET /accounts)."""
+    [entry] = [a for a in requests.get(f"{stack.api}/accounts", timeout=10).json()["accounts"]
+               if a["account_id"] == account]
+    return sum(c["reconnects"] for c in entry["connections"])
+
+
 def worker_state(stack: Stack, account: str) -> str:
     return worker_report(stack, account)["state"]
 
@@ -204,6 +211,7 @@ def test_a_refused_token_moves_the_subscriptions_and_a_new_token_restores_the_ac
         time.sleep(4)  # a retry loop would show several refused upgrades by now
     refused = sim(fault_stack, "GET", "stats").json()["refused_forbidden"] - refused_before
     health = requests.get(f"{fault_stack.api}/health", timeout=10)
+    reconnects_while_refused = reconnects(fault_stack, "sim-b")
     placed_meanwhile = [
         subscribe(fault_stack, t, "LTP").json()["account_id"]
         for t in nfo_tokens(fault_stack, 3, skip=440)
@@ -235,6 +243,8 @@ def test_a_refused_token_moves_the_subscriptions_and_a_new_token_restores_the_ac
     [fresh] = live_connections(fault_stack, "simkey_b")
     assert fresh["subscriptions"] == {}, "moved tokens must not come back to sim-b"
     record_property("seconds from the new token in the file to ok", round(restored_s, 2))
+    # Redialing with the new token counts as a reconnect, in /accounts and the metrics.
+    assert reconnects(fault_stack, "sim-b") > reconnects_while_refused
     assert restored_s < 20
     again = subscribe(fault_stack, nfo_tokens(fault_stack, 1, skip=450)[0], "LTP")
     assert again.json()["account_id"] == "sim-b"
