@@ -78,7 +78,8 @@ class Account(BaseModel):
         if not token:
             raise ConfigInvalid(
                 f"account {self.id!r}: environment variable "
-                f"{self.access_token_env!r} holds no access token; export it first"
+                f"{self.access_token_env!r} holds no access token; export it where the "
+                "service runs"
             )
         return token
 

@@ -82,10 +82,9 @@ def worker(account_id: str) -> None:
         account = load_accounts(settings.accounts_file).get(account_id)
     except TickerError as exc:
         _refuse(f"{exc}; fix the accounts file (`ticker config check`) or --account")
-    if not _has_access_token(settings, account):
-        _refuse(f"account {account_id!r}: the environment variable "
-                f"{account.access_token_env} holds no access token; export it where this "
-                f"worker runs, or store one with `ticker token set {account_id}`")
+    missing = _missing_access_token(settings, account)
+    if missing:
+        _refuse(f"{missing}, or store one with `ticker token set {account_id}`")
     os.environ["TICKER_WORKER_ACCOUNT"] = account_id
     _exec(
         "celery", "-A", "tasks.app", "worker",
@@ -166,19 +165,23 @@ def _add_operator_commands() -> None:
 _add_operator_commands()
 
 
-def _has_access_token(settings: Settings, account: Account) -> bool:
-    """Whether the worker will find a token: in the file, its variable, or Redis."""
+def _missing_access_token(settings: Settings, account: Account) -> str | None:
+    """Why the worker would find no token to dial with, or None when it will."""
     import redis
 
-    from ticker.access_tokens import read_override
+    from ticker.access_tokens import effective_access_token
+    from ticker.errors import ConfigInvalid
 
-    if account.access_token or os.environ.get(account.access_token_env or ""):
-        return True
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        return read_override(client, settings.key_prefix, account.id) is not None
+        effective_access_token(client, settings.key_prefix, account)
+    except ConfigInvalid as exc:
+        return str(exc)
     except redis.RedisError:
-        return True  # unknown until Redis answers: the worker waits for it and tells
+        return None  # unknown until Redis answers: the worker waits for it and tells
+    finally:
+        client.close()
+    return None
 
 
 def _refuse(message: str) -> NoReturn:

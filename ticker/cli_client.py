@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from ticker.config import Settings, is_loopback_host
+from ticker.subscriptions import MAX_INSTRUMENT_TOKEN
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 REQUEST_TIMEOUT_S = 10.0
-# Kite's instrument tokens are unsigned 32-bit numbers.
-MAX_INSTRUMENT_TOKEN = 2**32 - 1
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,10 +76,10 @@ class InstrumentToken(click.ParamType):
                 ctx: click.Context | None) -> int:
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and value.strip().isdigit():
+        elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
             number = int(value)
         else:
-            number = 0
+            number = 0  # not a whole number in ASCII digits (str.isdigit takes '²')
         if not 1 <= number <= MAX_INSTRUMENT_TOKEN:
             self.fail(f"{value!r} is not an instrument token: give a whole number from 1 "
                       f"to {MAX_INSTRUMENT_TOKEN}", param, ctx)

@@ -32,6 +32,9 @@ class Mode(str, enum.Enum):
 
 _MODE_RANK = {Mode.LTP: 0, Mode.QUOTE: 1, Mode.FULL: 2}
 
+# Kite's instrument tokens are unsigned 32-bit numbers; 0 names nothing.
+MAX_INSTRUMENT_TOKEN = 2**32 - 1
+
 # The requester of a request that names none.
 DEFAULT_CLIENT_ID = "default"
 

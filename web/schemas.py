@@ -17,11 +17,9 @@ from pydantic import (
 )
 
 from ticker.backfill import INTERVALS
-from ticker.subscriptions import DEFAULT_CLIENT_ID, Mode, Status
+from ticker.subscriptions import DEFAULT_CLIENT_ID, MAX_INSTRUMENT_TOKEN, Mode, Status
 from ticker.ticks import IST
 
-# Kite tokens are unsigned 32-bit integers.
-MAX_INSTRUMENT_TOKEN = 2**32 - 1
 MAX_STREAM_ID_PART = 2**64 - 1
 
 

@@ -293,11 +293,12 @@ def test_a_bad_option_is_a_usage_error(stack):
     [(("subscribe", "-5"), "-5 is not an instrument token"),
      (("unsubscribe", "abc"), "'abc' is not an instrument token"),
      (("ticks", "99999999999"), "'99999999999' is not an instrument token"),
+     (("ticks", "²"), "'²' is not an instrument token"),
      (("events", "--token", "0"), "'0' is not an instrument token"),
      (("--json", "ls"), "options go after the command, as in `ticker ls --json`"),
      (("ls", "--colour"), "No such option '--colour' (see `ticker ls --help`)"),
      (("nosuch",), "No such command 'nosuch'")],
-    ids=["negative", "letters", "over 32 bits", "zero", "option first", "unknown option",
+    ids=["negative", "letters", "over 32 bits", "superscript digit", "zero", "option first", "unknown option",
          "unknown command"],
 )
 def test_a_mistyped_command_line_is_one_line_saying_what_to_do(args, says):
@@ -352,7 +353,7 @@ def test_a_worker_without_any_access_token_refuses_to_start_in_one_line(tmp_path
     unset = ticker(env, "worker", "--account", "sim-a")
     unknown = ticker(env, "worker", "--account", "sim-z")
 
-    assert "TICKER_TEST_UNSET_TOKEN holds no access token" in assert_one_line_failure(unset, 2)
+    assert "'TICKER_TEST_UNSET_TOKEN' holds no access token" in assert_one_line_failure(unset, 2)
     assert "`ticker token set sim-a`" in unset.stderr
     assert "no account 'sim-z'" in assert_one_line_failure(unknown, 2)
 
