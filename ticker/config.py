@@ -167,7 +167,10 @@ class Settings(BaseSettings):
 
         if value is None:
             return None
-        return _with_scheme(value, tuple(TRANSPORT_ALIASES), "amqp://guest@127.0.0.1//")
+        # kombu picks the transport by what comes before a "+" (`sqla+postgresql://`).
+        transport = urlsplit(value).scheme.split("+", 1)[0]
+        _with_scheme(f"{transport}://", tuple(TRANSPORT_ALIASES), "amqp://guest@127.0.0.1//")
+        return value
 
     @field_validator("backfill_interval")
     @classmethod

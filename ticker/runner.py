@@ -244,12 +244,7 @@ def _supervise(
         if not waiting_for:
             up = True
             logger.info("stack up: %s (Ctrl-C stops it)", _addresses(settings))
-            _warn_about_stranded(settings)
-            for account_id in refused_accounts(settings):
-                logger.warning(
-                    "runner: account %s is up but Kite refuses its access token "
-                    "(auth_failed); its subscriptions go to the other accounts until "
-                    "`ticker token set %s` gives it the day's token", account_id, account_id)
+            _warn_about_settled(_health(_health_url(settings))[1])
         elif time.monotonic() > deadline:
             logger.error(
                 "runner: stack not up after %.0fs; still waiting for: %s. "
@@ -306,14 +301,9 @@ def not_ready(settings: Settings, workers: set[str]) -> list[str]:
             waiting_for.append(f"{label} on port {port}")
 
     status, report = _health(_health_url(settings))
-    # An account whose token Kite refuses, or subscriptions held by an account the
-    # file no longer has, are settled states, reported at "stack up": no wait mends them.
-    refused = _refused(report)
-    failing = [part for part in report.get("failing", [])
-               if part.removeprefix("workers.") not in refused
-               and part.removeprefix("accounts.") not in report.get("unconfigured_accounts", {})]
-    only_refused = status == 503 and bool(report.get("failing")) and not failing
-    if status != 200 and not only_refused:
+    failing = [part for part in report.get("failing", []) if part not in _settled(report)]
+    only_settled = status == 503 and bool(report.get("failing")) and not failing
+    if status != 200 and not only_settled:
         detail = f": {', '.join(failing)}" if failing else ""
         waiting_for.append(f"web /health ({status}{detail})")
     elif not waiting_for:
@@ -340,23 +330,33 @@ def _flower_workers(url: str, expected: set[str]) -> set[str]:
     return {name.split("@", 1)[0] for name in listed}
 
 
-def refused_accounts(settings: Settings) -> list[str]:
-    """Accounts whose worker runs but whose access token Kite refuses."""
-    return sorted(_refused(_health(_health_url(settings))[1]))
+def _settled(report: dict[str, Any]) -> set[str]:
+    """Failing parts of a /health report that no wait mends, reported at "stack up":
+    an account whose token Kite refuses, subscriptions of an account the file lost."""
+    refused = {f"workers.{account}" for account in _refused(report)}
+    return refused | {f"accounts.{account}" for account in _stranded(report)}
 
 
-def _warn_about_stranded(settings: Settings) -> None:
-    stranded = _health(_health_url(settings))[1].get("unconfigured_accounts", {})
-    for account_id, count in stranded.items():
+def _warn_about_settled(report: dict[str, Any]) -> None:
+    for account_id, count in _stranded(report).items():
         logger.warning(
             "runner: %d subscriptions are held by account %s, which the accounts file "
             "no longer names: they stream nowhere until it is back in the file (to "
             "retire an account, see the README's runbook)", count, account_id)
+    for account_id in sorted(_refused(report)):
+        logger.warning(
+            "runner: account %s is up but Kite refuses its access token (auth_failed); "
+            "its subscriptions go to the other accounts until `ticker token set %s` "
+            "gives it the day's token", account_id, account_id)
 
 
 def _refused(report: dict[str, Any]) -> set[str]:
     return {account for account, worker in report.get("workers", {}).items()
             if worker.get("alive") and worker.get("state") == "auth_failed"}
+
+
+def _stranded(report: dict[str, Any]) -> dict[str, int]:
+    return dict(report.get("unconfigured_accounts", {}))
 
 
 def _health_url(settings: Settings) -> str:
