@@ -29,8 +29,9 @@ def _client(api_url: str | None) -> ApiClient:
 
 def _instrument(ref: str, exchange: str) -> dict[str, Any]:
     """A token names itself; anything else is a tradingsymbol on `exchange`."""
-    if ref.isdigit():
-        return {"instrument_token": int(ref)}
+    # ASCII digits only: str.isdigit also takes '²', which int() refuses.
+    if ref.isascii() and ref.isdigit():
+        return {"instrument_token": TOKEN.convert(ref, None, None)}
     return {"tradingsymbol": ref.upper(), "exchange": exchange.upper()}
 
 

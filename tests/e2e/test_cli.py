@@ -294,11 +294,13 @@ def test_a_bad_option_is_a_usage_error(stack):
      (("unsubscribe", "abc"), "'abc' is not an instrument token"),
      (("ticks", "99999999999"), "'99999999999' is not an instrument token"),
      (("ticks", "²"), "'²' is not an instrument token"),
+     (("subscribe", "99999999999"), "'99999999999' is not an instrument token"),
      (("events", "--token", "0"), "'0' is not an instrument token"),
      (("--json", "ls"), "options go after the command, as in `ticker ls --json`"),
      (("ls", "--colour"), "No such option '--colour' (see `ticker ls --help`)"),
      (("nosuch",), "No such command 'nosuch'")],
-    ids=["negative", "letters", "over 32 bits", "superscript digit", "zero", "option first", "unknown option",
+    ids=["negative", "letters", "over 32 bits", "superscript digit", "subscribe over 32 bits",
+         "zero", "option first", "unknown option",
          "unknown command"],
 )
 def test_a_mistyped_command_line_is_one_line_saying_what_to_do(args, says):
